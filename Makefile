@@ -19,7 +19,8 @@ demo: setup
 	@echo "demo outputs are in $(OUT)/"
 
 test: setup-dev system-deps
-	$(BIN)/python -m pytest -q
+	$(BIN)/ruff check orthocad tests bench
+	$(BIN)/python -m pytest -q -n auto
 
 bench: setup
 	$(BIN)/python bench/bench.py
@@ -35,6 +36,7 @@ $(VENV)/.setup: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e .
+	scripts/runtime-deps.sh $(VENV)
 	touch $@
 
 $(VENV)/.setup-dev: $(VENV)/.setup

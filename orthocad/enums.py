@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 
-class Side(str, Enum):
+class Side(StrEnum):
     LEFT = "left"
     RIGHT = "right"
     AUTO = "auto"  #: detect from the geometry
 
 
-class ScanKind(str, Enum):
+class ScanKind(StrEnum):
     FULL = "full"  #: dorsum and sole
     PLANTAR = "plantar"  #: sole only (foam box, plantar scanner)
 
 
-class Units(str, Enum):
+class Units(StrEnum):
     AUTO = "auto"
     MM = "mm"
     CM = "cm"
@@ -32,9 +32,21 @@ class Units(str, Enum):
 _TO_MM = {Units.MM: 1.0, Units.CM: 10.0, Units.M: 1000.0, Units.IN: 25.4}
 
 
-class Loading(str, Enum):
+class Loading(StrEnum):
     """How the foot was loaded while scanned (decides which footprint indices apply)."""
 
     WEIGHT_BEARING = "weight_bearing"
     NON_WEIGHT_BEARING = "non_weight_bearing"
     FOAM_BOX = "foam_box"
+
+
+class ArchType(StrEnum):
+    LOW = "low"  #: planus, flat
+    NORMAL = "normal"
+    HIGH = "high"  #: cavus
+
+
+class RearfootType(StrEnum):
+    PRONATED = "pronated"  #: everted, valgus heel
+    NEUTRAL = "neutral"
+    SUPINATED = "supinated"  #: inverted, varus heel

@@ -1446,7 +1446,7 @@ def _read_pcd_compressed(
 ) -> RawScan:
     """LZF is a byte-by-byte format, so open3d (C++) decodes it, after the sizes
     in the file have been checked against the header."""
-    from orthocad._o3d import open3d
+    from orthocad._native import open3d
 
     if len(data) - pos < 8:
         raise _truncated(name, f"{count:,} compressed points", "8 bytes or more",

@@ -272,7 +272,7 @@ def test_ply_from_trimesh_and_to_trimesh_agree(tmp_path):
 
 
 def test_pcd_binary_compressed_written_by_open3d(tmp_path):
-    from orthocad._o3d import open3d
+    from orthocad._native import open3d
 
     o3d = open3d()
     points, normals = foot(2000)

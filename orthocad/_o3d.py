@@ -1,2 +1,0 @@
-"""Temporary alias (integration in progress)."""
-from orthocad._native import open3d  # noqa: F401
