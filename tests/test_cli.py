@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from orthocad import synthetic
@@ -153,3 +154,23 @@ def test_internal_error_is_exit_1(capsys, monkeypatch, tmp_path):
     code, _, err = run_cli(capsys, "info", str(tmp_path / "x.ply"))
     assert code == 1
     assert "internal error" in err and "--debug" in err
+
+
+def test_info_splits_a_two_foot_scan(capsys, tmp_path):
+    from orthocad import scan
+
+    right = synthetic.synth_scan(synthetic.FootShape(side=Side.RIGHT), n_points=40_000, seed=1)
+    left = synthetic.synth_scan(synthetic.FootShape(side=Side.LEFT), n_points=40_000, seed=2)
+    # the left foot stands beside the right one, 60 mm of floor between them
+    shift = right.points[:, 1].min() - left.points[:, 1].max() - 60.0
+    both = np.vstack([right.points, left.points + [0.0, shift, 0.0]])
+    path = scan.write(tmp_path / "pair.ply", both)
+    code, out, err = run_cli(capsys, "info", str(path), "--json")
+    assert code == 0, err
+    feet = json.loads(out)["feet"]
+    assert sorted(foot["side"] for foot in feet) == ["left", "right"]
+    for foot in feet:
+        assert foot["foot_length_mm"] == pytest.approx(right.truth["foot_length_mm"], abs=1.5)
+    # one --side cannot name two feet
+    code, _, err = run_cli(capsys, "info", str(path), "--side", "left")
+    assert code == 2 and "two feet" in err
