@@ -17,6 +17,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "read_scan": "orthocad.pipeline",
     "load_feet": "orthocad.pipeline",
+    "build_insole": "orthocad.insole",
     "Scan": "orthocad.scan",
     "Foot": "orthocad.frame",
     "Side": "orthocad.enums",

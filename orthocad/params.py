@@ -257,6 +257,31 @@ class Quality(Group):
             "measurements are held to 1 mm.")
 
 
+class Insole(Group):
+    """Insole geometry: outline, distal edge, tessellation and the shoe-fit limit."""
+
+    margin_mm: float = param(
+        3.0, unit="mm", ge=-5.0, le=10.0, source="michaud_1993",
+        doc="Outline offset outward from the foot's smoothed silhouette: room for the heel-cup "
+            "and flange walls outside the foot (negative shrinks the device).")
+    three_quarter_behind_mm: float = param(
+        7.0, unit="mm", ge=5.0, le=10.0, source="root_1977",
+        doc="A three-quarter device ends this far behind the oblique line through the first "
+            "and fifth metatarsal heads.")
+    feather_mm: float = param(
+        10.0, unit="mm", ge=0.0, le=30.0, source="michaud_1993",
+        doc="Width of the band at a three-quarter or sulcus device's distal edge over which "
+            "it thins to a 1 mm feathered edge (no step under the forefoot).")
+    stl_tolerance_mm: float = param(
+        0.05, unit="mm", ge=0.005, le=0.5, source="orthocad_insole",
+        doc="Absolute chord tolerance of the triangle mesh (STL, 3MF); printers resolve "
+            "about 0.1 mm.")
+    max_height_mm: float = param(
+        40.0, unit="mm", ge=10.0, le=80.0, source="orthocad_insole",
+        doc="Tallest the device may stand above the shoe floor (heel-cup rim, posts and lift "
+            "included) and still fit a shoe.")
+
+
 class Params(Group):
     """All of orthocad's parameters."""
 
@@ -271,6 +296,7 @@ class Params(Group):
     cavus: Cavus = Cavus()
     lld: Lld = Lld()
     met_pad: MetPad = MetPad()
+    insole: Insole = Insole()
 
 
 def defaults() -> Params:
