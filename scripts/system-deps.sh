@@ -2,7 +2,7 @@
 # Debian packages the test suite needs (outside programs that check our files).
 # Installs only what is missing; uses sudo when not root.
 set -euo pipefail
-packages=$(grep -v '^#' "$(dirname "$0")/system-packages.txt" | xargs)
+packages=$(sed -e 's/#.*//' "$(dirname "$0")/system-packages.txt" | xargs)
 [ -n "$packages" ] || exit 0
 missing=$(for p in $packages; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || echo "$p"; done)
 [ -n "$missing" ] || exit 0
