@@ -1,32 +1,31 @@
 """Foot measurements by the spec's definitions, their classification, and the scan-quality verdict.
 
 Every measurement follows ``docs/frame.md`` on a framed foot
-(:class:`orthocad.frame.Foot`, canonical frame, mm). The definitions are
-written for the true surface; a scan gives noisy points, and most
-definitions take an extreme of them, which noise pushes outward (the
-maximum of many points sits a few noise deviations out). So each
+(:class:`orthocad.frame.Foot`: canonical frame, mm, +Y medial). The
+definitions are written for the true surface; a scan gives noisy points,
+and most definitions take an extreme of them, which noise pushes outward
+(the maximum of many points sits a few noise deviations out). So each
 measurement is estimated where it is decided, and only there:
 
-* Stray points go first: points with few others around them and, when
-  cleaning found a floor, the floor's fringe left around the sole (floor
-  points low beside the foot, outside the foot's outline seen from above).
+* Stray points go first: points alone in their 6 mm block and, when
+  cleaning found a floor, the floor's fringe it leaves around the sole.
 * Every point gets a rough outward normal from a plane fitted on a 2 mm
-  voxel summary: cheap, and enough to pick candidates and for the quality
-  gate.
-* The points near each extreme (toe tip and pternion, width extremes, the
-  medial and lateral outlines, the top of the dorsum, the heel slices, the
-  arch's medial wall) are moved onto a quadric fitted to their neighbours
-  (second-order moving least squares: removes the noise along the normal
-  without flattening tips and edges), which also gives their normal; the
-  definition is then applied to those points.
-* The medial arch height is the top of the plantar surface's medial third,
-  which is where the medial wall's normal crosses n_z = −0.5. A threshold
-  on noisy normals lets the maximum pick the worst point, so per 1 mm of x
-  the refined normals' n_z is regressed on height and solved for −0.5,
-  and the per-x heights are smoothed along x before the maximum is taken.
-* The footprint is read from a lower-envelope height grid: the lowest
-  layer of points in each 1 mm cell, a plane fitted over its 3 × 3 cells
-  (height and slope, hence the plantar rule) evaluated on the 0.5 mm
+  voxel summary: cheap, and enough to pick candidates, to weight points,
+  to tell the sole from the dorsum, and for the quality gate.
+* Extremes (toe tip and pternion, the width extremes, the top of the
+  dorsum, the heel slices, the medial and lateral outlines): the points
+  near each are moved onto a quadric fitted to their neighbours
+  (second-order moving least squares, which removes the noise along the
+  normal without flattening tips and edges), and the definition is
+  applied to those.
+* The medial arch height is the top of the plantar surface's medial third:
+  on the arch's medial wall, the point whose normal has n_z = −0.5. Normals
+  estimated from noisy points cannot resolve the sharp turn from sole to
+  wall, so it is found without them, as the section's support point in that
+  normal's direction (:func:`_section_supports`).
+* The footprint is read from a lower-envelope height grid: the lowest layer
+  of the sole's points in each 1 mm cell, a plane fitted over its 3 × 3
+  cells (height and slope, hence the plantar rule) evaluated on the 0.5 mm
   raster the definition counts.
 
 Further footprint indices, from the same 0.5 mm contact raster (heel,
@@ -42,8 +41,7 @@ index):
   line from its forefoot touching point to the deepest point of the medial
   concavity; 0 when the medial border has no concavity.
 
-Landmarks (``Measurements.landmarks_mm``) are in the foot's canonical frame
-(``foot.to_scan`` maps them into the scan).
+Both ratios are 0 when no midfoot column touches (an unloaded foot).
 """
 
 from __future__ import annotations
@@ -55,7 +53,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from orthocad.enums import ArchType, Loading, RearfootType, ScanKind, Side
-from orthocad.quality import Quality, assess
+from orthocad.quality import OUTLINE_TOP_MM, PLANTAR_NZ, Quality, assess
 
 if TYPE_CHECKING:
     from scipy.spatial import cKDTree
@@ -73,18 +71,22 @@ SPEC_FIELDS = (
 EXTRA_FIELDS = ("chippaux_smirak_index", "staheli_index", "clarke_angle_deg")
 
 CONTACT_MM = 3.0  #: footprint: plantar surface within this of the support plane (spec)
-PLANTAR_NZ = -0.5  #: plantar surface: outward normal with n_z below this (spec)
 HEEL_SLICES_MM = (10.0, 15.0, 20.0, 25.0, 30.0, 35.0)  #: rearfoot line (spec)
 RASTER_MM = 0.5  #: footprint raster (frame.md)
 
 _VOXEL_MM = 2.0  # summary voxels: rough normals and stray points
 _ROUGH_NEIGHBOURS = 10  # voxels in a rough normal's plane fit
-_FIT_NEIGHBOURS = 32  # points in a quadric fit: ≈ 3 mm radius at 1 mm spacing
-_NEAR_MM = 4.0  # points this close to a raw extreme are refined: noise overshoots by less
+_FIT_NEIGHBOURS = 96  # points in a quadric fit: ≈ 4 mm radius in a 1 mm-voxel cloud
+_NEAR_MM = 3.0  # points this close to a raw extreme are refined: noise overshoots by less
+_OUTLINE_TOP = 5  # an outline bin's value: the mean of its most extreme refined points
+_OUTLINE_NEAR_MM = 2.5  # ... of the points within this of their bin's raw extreme
 _FRINGE_TOP_MM = 3.0  # floor-fringe points lie below this; the foot above it shows its outline
-_GRID_MM = 1.0  # lower-envelope height grid
 _LAYER_MM = 1.5  # a grid cell's lowest layer: within this of its lowest point (≈ 4 noise sigma)
-_NZ_BAND = (-0.85, -0.15)  # the medial wall's normals regressed on height around −0.5
+#: (y, z) of the medial wall's outward normal where n_z = −0.5: the plantar surface's limit.
+_ARCH_NORMAL = np.array([math.sqrt(3.0) / 2.0, -0.5])
+_SLAB_MM = 10.0  # a section's support fit takes the points within this of its x,
+_REACH_MM = 2.5  # within this of its support point along the section,
+_ALIGN_POWER = 4  # weighted by cos^this of the angle between their normal and the direction
 
 
 @dataclass(frozen=True)
@@ -105,7 +107,7 @@ class Classification:
 
 @dataclass(frozen=True)
 class Measurements:
-    """One foot's measurements. A value the scan cannot give is None, with a reason in ``missing``."""
+    """One foot's measurements: a value the scan cannot give is None, its reason in ``missing``."""
 
     side: Side
     scan_kind: ScanKind
@@ -126,9 +128,10 @@ class Measurements:
     classification: Classification
     quality: Quality = field(default_factory=lambda: Quality(checks=()))  #: no checks: not assessed
     missing: dict[str, str] = field(default_factory=dict)
-    #: Points the measurements rest on, in the foot's canonical frame (mm):
-    #: ``toe_tip`` (max x: the tip of the longest toe), ``pternion`` (min x),
-    #: ``mth1`` and ``mth5`` (outline apexes), ``arch_top`` (the medial arch height's point).
+    #: Points the measurements rest on, in the foot's canonical frame (mm; ``foot.to_scan``
+    #: maps them into the scan): ``toe_tip`` (max x: the tip of the longest toe, the big toe's
+    #: on most feet), ``pternion`` (min x), ``mth1`` and ``mth5`` (the outline apexes, on the
+    #: support plane), ``arch_top`` (the medial arch height's point).
     landmarks_mm: dict[str, tuple[float, float, float]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -141,7 +144,8 @@ class Measurements:
         out["missing"] = dict(self.missing)
         out["classification"] = self.classification.to_dict()
         out["quality"] = self.quality.to_dict()
-        out["landmarks_mm"] = {k: [round(float(c), 3) for c in v] for k, v in self.landmarks_mm.items()}
+        out["landmarks_mm"] = {name: [round(float(c), 3) for c in point]
+                               for name, point in self.landmarks_mm.items()}
         return out
 
     def to_row(self) -> dict[str, Any]:
@@ -183,29 +187,34 @@ def surface(foot: Foot) -> Surface:
                    spacing_mm=spacing, tree=tree)
 
 
-def _voxels(points: np.ndarray, size_mm: float) -> tuple[np.ndarray, np.ndarray]:
-    """Each point's voxel (its row in the unique voxels) and the voxels' integer keys."""
-    keys = np.floor((points - points.min(axis=0)) / size_mm).astype(np.int64)
-    unique, inverse = np.unique(keys, axis=0, return_inverse=True)
-    return inverse.ravel(), unique
+def _voxels(points: np.ndarray, size_mm: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each point's voxel (its row in the unique voxels), the voxels' flat keys (sorted) and the
+    key strides of the x, y, z axes (a voxel's neighbour along x has key + stride[0])."""
+    keys = np.floor((points - points.min(axis=0)) / size_mm).astype(np.int64) + 1
+    dims = keys.max(axis=0) + 2  # a free layer around, so neighbours' keys never wrap
+    strides = np.array([dims[1] * dims[2], dims[2], 1])
+    unique, inverse = np.unique(keys @ strides, return_inverse=True)
+    return inverse, unique, strides
 
 
 def _supported(points: np.ndarray) -> np.ndarray:
-    """Points with enough others in their 6 mm block (3 × 3 × 3 voxels): not stray.
+    """Points with a few others in their 6 mm block (3 × 3 × 3 voxels): not stray.
 
-    "Enough" is a tenth of the typical block's count, so sparse scans and
-    dense ones are judged alike; cleaning has removed most strays already,
-    this catches the few it kept near the foot, which would set an extreme.
+    Cleaning has removed most stray points already; this catches the few it
+    kept near the foot, alone in their block, which would set an extreme.
+    "A few" is 3, or 3 % of the typical block's count on dense scans, so that
+    a region scanned 10× more sparsely than the rest still counts as surface
+    (the quality gate judges it).
     """
-    from scipy import ndimage
-
-    inverse, keys = _voxels(points, _VOXEL_MM)
-    counts = np.bincount(inverse).astype(np.float32)
-    grid = np.zeros(tuple(keys.max(axis=0) + 1), np.float32)
-    grid[tuple(keys.T)] = counts
-    block = ndimage.uniform_filter(grid, size=3, mode="constant") * 27.0
-    support = block[tuple(keys.T)][inverse]
-    return support >= max(3.0, 0.1 * float(np.median(support)))
+    inverse, keys, strides = _voxels(points, _VOXEL_MM)
+    counts = np.bincount(inverse)
+    block = np.zeros(len(keys), np.int64)
+    for offset in np.stack(np.meshgrid([-1, 0, 1], [-1, 0, 1], [-1, 0, 1]), -1).reshape(-1, 3):
+        neighbour = keys + offset @ strides
+        row = np.minimum(np.searchsorted(keys, neighbour), len(keys) - 1)
+        block += np.where(keys[row] == neighbour, counts[row], 0)
+    support = block[inverse]
+    return support >= max(3.0, 0.03 * float(np.median(support)))
 
 
 def _floor_fringe(points: np.ndarray) -> np.ndarray:
@@ -237,10 +246,10 @@ def _floor_fringe(points: np.ndarray) -> np.ndarray:
 
 
 def _rough_normals(points: np.ndarray, *, scan_kind: ScanKind) -> np.ndarray:
-    """Outward unit normals of plane fits on 2 mm voxel means, one per voxel, given to its points."""
+    """Outward unit normals of plane fits on 2 mm voxel means (a voxel's, given to its points)."""
     from scipy.spatial import cKDTree
 
-    inverse, _ = _voxels(points, _VOXEL_MM)
+    inverse, _, _ = _voxels(points, _VOXEL_MM)
     counts = np.bincount(inverse)[:, None]
     means = np.stack([np.bincount(inverse, points[:, i]) for i in range(3)], axis=1) / counts
     k = min(_ROUGH_NEIGHBOURS, len(means))
@@ -274,8 +283,8 @@ def _orient_outward(points: np.ndarray, normals: np.ndarray, *, scan_kind: ScanK
     return np.where(flip[:, None], -normals, normals)
 
 
-def _quadrics(query: np.ndarray, cloud: np.ndarray, tree: cKDTree, *, neighbours: int = _FIT_NEIGHBOURS
-              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _quadrics(query: np.ndarray, cloud: np.ndarray, tree: cKDTree, *,
+              neighbours: int = _FIT_NEIGHBOURS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Project points onto quadrics fitted to their neighbours in ``cloud``.
 
     A quadric height field over the neighbourhood's tangent plane (Gaussian
@@ -288,16 +297,16 @@ def _quadrics(query: np.ndarray, cloud: np.ndarray, tree: cKDTree, *, neighbours
     _, index = tree.query(query, k=k, workers=-1)
     rel = cloud[index] - query[:, None, :]
     centred = rel - rel.mean(axis=1, keepdims=True)
-    axes = np.linalg.eigh(np.einsum("nki,nkj->nij", centred, centred))[1]
+    axes = np.linalg.eigh(np.matmul(centred.transpose(0, 2, 1), centred))[1]
     local = np.matmul(rel, axes)  # (normal, tangent, tangent) coordinates
     h, u, v = local[..., 0], local[..., 1], local[..., 2]
     design = np.stack([np.ones_like(u), u, v, u * u, u * v, v * v], axis=2)
     r2 = u * u + v * v
     weight = np.exp(-r2 / np.maximum(r2.mean(axis=1, keepdims=True), 1e-12))
-    weighted = design * weight[..., None]
-    normal_matrix = np.einsum("nka,nkb->nab", weighted, design) + 1e-9 * np.eye(6)
-    coef = np.linalg.solve(normal_matrix, np.einsum("nka,nk->na", weighted, h)[..., None])[..., 0]
-    residual = h - np.einsum("nka,na->nk", design, coef)
+    weighted = (design * weight[..., None]).transpose(0, 2, 1)
+    normal_matrix = np.matmul(weighted, design) + 1e-9 * np.eye(6)
+    coef = np.linalg.solve(normal_matrix, np.matmul(weighted, h[..., None]))[..., 0]
+    residual = h - np.matmul(design, coef[..., None])[..., 0]
     rms = np.sqrt(np.sum(weight * residual**2, axis=1) / np.sum(weight, axis=1))
     normal, t1, t2 = axes[:, :, 0], axes[:, :, 1], axes[:, :, 2]
     projected = query + coef[:, :1] * normal
@@ -307,22 +316,19 @@ def _quadrics(query: np.ndarray, cloud: np.ndarray, tree: cKDTree, *, neighbours
 
 @dataclass(frozen=True, eq=False)
 class _Refined:
-    """Refined (projected) points and oriented normals for a set of surface indices."""
+    """Points of the surface moved onto their local quadrics, looked up by surface index."""
 
     index: np.ndarray  #: sorted unique indices into the surface's points
-    points: np.ndarray
-    normals: np.ndarray
+    points: np.ndarray  #: (len(index), 3) the refined points
 
-    def take(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        rows = np.searchsorted(self.index, indices)
-        return self.points[rows], self.normals[rows]
+    def take(self, indices: np.ndarray) -> np.ndarray:
+        return self.points[np.searchsorted(self.index, indices)]
 
 
 def _refine(s: Surface, candidates: list[np.ndarray]) -> _Refined:
+    """Refine the union of the candidate sets in one batch of quadric fits."""
     index = np.unique(np.concatenate(candidates))
-    points, normals, _ = _quadrics(s.points_mm[index], s.points_mm, s.tree)
-    flip = np.einsum("ni,ni->n", normals, s.normals[index]) < 0
-    return _Refined(index=index, points=points, normals=np.where(flip[:, None], -normals, normals))
+    return _Refined(index=index, points=_quadrics(s.points_mm[index], s.points_mm, s.tree)[0])
 
 
 def _near_max(values: np.ndarray, mask: np.ndarray, margin: float = _NEAR_MM) -> np.ndarray:
@@ -333,7 +339,8 @@ def _near_max(values: np.ndarray, mask: np.ndarray, margin: float = _NEAR_MM) ->
     return where[values[where] >= values[where].max() - margin]
 
 
-def _per_bin_near_max(bins: np.ndarray, values: np.ndarray, mask: np.ndarray, margin: float) -> np.ndarray:
+def _per_bin_near_max(bins: np.ndarray, values: np.ndarray, mask: np.ndarray, margin: float
+                      ) -> np.ndarray:
     """Indices of the masked points within ``margin`` of their bin's maximum."""
     where = np.flatnonzero(mask)
     if len(where) == 0:
@@ -346,48 +353,57 @@ def _per_bin_near_max(bins: np.ndarray, values: np.ndarray, mask: np.ndarray, ma
 
 @dataclass(frozen=True)
 class _Regions:
-    """Candidate point indices per measurement, chosen on the raw points."""
+    """Per measurement, the indices of the points near its extreme, chosen on the raw points."""
 
-    tips: np.ndarray
-    ball: np.ndarray
-    heel: np.ndarray
-    medial_outline: np.ndarray
-    lateral_outline: np.ndarray
-    dorsum: np.ndarray
-    rearfoot: np.ndarray
-    arch_wall: np.ndarray
+    tips: np.ndarray  #: the toe tip and the pternion (max and min x)
+    ball: np.ndarray  #: the width extremes over 55–80 %FL
+    heel: np.ndarray  #: the width extremes over 10–22 %FL, up to 30 mm
+    medial_outline: np.ndarray  #: per 1 mm of x around 55–80 %FL, near the max y
+    lateral_outline: np.ndarray  #: ... near the min y
+    dorsum: np.ndarray  #: the top at 50 %FL (full scans)
+    rearfoot: np.ndarray  #: the heel slices' extremes (heels that reach the top slice)
 
 
 def _candidates(s: Surface, *, scan_kind: ScanKind) -> _Regions:
     x, y, z = s.points_mm.T
     x = x - x.min()
     fl = float(x.max())
+    none = np.zeros(0, np.int64)
     everywhere = np.ones(len(x), bool)
 
     def span(lo: float, hi: float, pad: float = _NEAR_MM) -> np.ndarray:
         return (x >= lo * fl - pad) & (x <= hi * fl + pad)
 
     ball, heel = span(0.55, 0.80), span(0.10, 0.22) & (z <= 30.0 + _NEAR_MM)
-    outline = span(0.50, 0.85)
+    outline = span(0.55, 0.80, 16.0)  # the bins the apex fit and the ±5 mm average reach
     bins = np.floor(x).astype(np.int64)
-    rearfoot = []
+    rearfoot = [none]
     if scan_kind is ScanKind.FULL or z[x <= 0.15 * fl].max(initial=0.0) > HEEL_SLICES_MM[-1]:
         for level in HEEL_SLICES_MM:
             band = span(0.0, 0.15) & (np.abs(z - level) <= 1.5)
             rearfoot += [_near_max(y, band, 2.0), _near_max(-y, band, 2.0)]
-    arch = span(0.25, 0.65, 2.0) & (s.normals[:, 1] > 0.0)
-    arch &= (s.normals[:, 2] > -0.97) & (s.normals[:, 2] < -0.03)
+    top = np.abs(x - 0.5 * fl) <= 2.0 + _NEAR_MM
     return _Regions(
         tips=np.concatenate([_near_max(x, everywhere), _near_max(-x, everywhere)]),
         ball=np.concatenate([_near_max(y, ball), _near_max(-y, ball)]),
         heel=np.concatenate([_near_max(y, heel), _near_max(-y, heel)]),
-        medial_outline=_per_bin_near_max(bins, y, outline, 2.5),
-        lateral_outline=_per_bin_near_max(bins, -y, outline, 2.5),
-        dorsum=_near_max(z, np.abs(x - 0.5 * fl) <= 2.0 + _NEAR_MM) if scan_kind is ScanKind.FULL
-        else np.zeros(0, np.int64),
-        rearfoot=np.concatenate(rearfoot) if rearfoot else np.zeros(0, np.int64),
-        arch_wall=np.flatnonzero(arch),
+        medial_outline=_per_bin_near_max(bins, y, outline, _OUTLINE_NEAR_MM),
+        lateral_outline=_per_bin_near_max(bins, -y, outline, _OUTLINE_NEAR_MM),
+        dorsum=_near_max(z, top) if scan_kind is ScanKind.FULL else none,
+        rearfoot=np.concatenate(rearfoot),
     )
+
+
+def _arch_wall(s: Surface) -> np.ndarray:
+    """The arch's medial wall and the sole next to it (indices): facing down and medially,
+    within 6 mm of the most medial-downward point of their 1 mm slice, over 25–65 %FL and the
+    support fits' reach beyond."""
+    x = s.points_mm[:, 0] - s.points_mm[:, 0].min()
+    fl = float(x.max())
+    facing = (x >= 0.25 * fl - _SLAB_MM - 1.0) & (x <= 0.65 * fl + _SLAB_MM + 1.0)
+    facing &= (s.normals[:, 1] > 0.0) & (s.normals[:, 2] < 0.0)
+    g = s.points_mm[:, 1:] @ _ARCH_NORMAL
+    return _per_bin_near_max(np.floor(x).astype(np.int64), g, facing, 6.0)
 
 
 def _in(x: np.ndarray, length_mm: float, lo_pct: float, hi_pct: float) -> np.ndarray:
@@ -401,87 +417,176 @@ def _width(y: np.ndarray) -> float | None:
 def _outline_apex(x: np.ndarray, y: np.ndarray, length_mm: float, *, medial: bool
                   ) -> tuple[float, float] | None:
     """x (and the outline's y there) of the smoothed medial (max y) or lateral (min y) outline's
-    extreme in 55–80 %FL (1 mm bins from the pternion, moving average over ±5 mm)."""
+    extreme in 55–80 %FL.
+
+    The outline is max (min) y of the foot per 1 mm bin from the pternion,
+    moving-averaged over ±5 mm of x (frame.md), here of the refined points,
+    each bin's value the mean of its ``_OUTLINE_TOP`` most extreme points:
+    the bins' maxima would differ by their residual noise, and only the
+    outline's shape decides the apex. Near its extreme the outline is flat (a
+    tenth of a millimetre over several), so its argmax would still follow
+    the noise: a cubic fitted to the smoothed outline within ±10 mm of the
+    argmax gives the extreme instead.
+    """
     signed = y if medial else -y
     bins = np.floor(x).astype(np.int64)
-    ok = bins >= 0
-    bins, signed = bins[ok], signed[ok]
-    n_bins = int(math.ceil(0.85 * length_mm)) + 7
-    keep = bins < n_bins
-    edge = np.full(n_bins, -np.inf)
-    np.maximum.at(edge, bins[keep], signed[keep])
+    n_bins = int(math.ceil(0.80 * length_mm)) + 17
+    keep = (bins >= 0) & (bins < n_bins)
+    bins, signed = bins[keep], signed[keep]
+    # Rank the points within their bin, most extreme first, and average the top few.
+    order = np.lexsort((-signed, bins))
+    bins, signed = bins[order], signed[order]
+    start = np.searchsorted(bins, bins, side="left")
+    top = np.arange(len(bins)) - start < _OUTLINE_TOP
+    count = np.bincount(bins[top], minlength=n_bins)
+    edge = np.bincount(bins[top], signed[top], minlength=n_bins) / np.maximum(count, 1)
     centres = np.arange(n_bins) + 0.5
-    known = np.isfinite(edge)
+    known = count > 0
     if known.sum() < 11:
         return None
     edge = np.interp(centres, centres[known], edge[known])
     smooth = np.convolve(edge, np.ones(11) / 11.0, mode="same")  # ±5 mm of x
     region = np.flatnonzero(_in(centres, length_mm, 0.55, 0.80))
+    region = region[(region >= 15) & (region < n_bins - 15)]
     if len(region) == 0:
         return None
     best = region[np.argmax(smooth[region])]
-    offset = _parabola_offset(smooth, best)
-    value = float(smooth[best])
-    return float(centres[best] + offset), value if medial else -value
+    near = np.arange(best - 10, best + 11)
+    coef = np.polyfit(centres[near] - centres[best], smooth[near], 3)
+    slope = np.polyder(coef)
+    roots = np.roots(slope)
+    roots = roots[np.isreal(roots)].real
+    roots = roots[(np.abs(roots) <= 10.0) & (np.polyval(np.polyder(slope), roots) < 0)]
+    apex = centres[best] + (roots[np.argmin(np.abs(roots))] if len(roots) else 0.0)
+    apex = float(np.clip(apex, 0.55 * length_mm, 0.80 * length_mm))
+    value = float(np.interp(apex, centres, smooth))
+    return apex, value if medial else -value
 
 
-def _parabola_offset(values: np.ndarray, i: int) -> float:
-    """Sub-bin position of a discrete maximum (vertex of the parabola through 3 bins)."""
-    if i <= 0 or i >= len(values) - 1:
-        return 0.0
-    left, mid, right = values[i - 1], values[i], values[i + 1]
-    curvature = left - 2 * mid + right
-    return float(np.clip(0.5 * (left - right) / curvature, -0.5, 0.5)) if curvature < 0 else 0.0
-
-
-def _medial_arch_height(points: np.ndarray, normals: np.ndarray, length_mm: float
-                        ) -> tuple[float, np.ndarray] | None:
+def _medial_arch_height(points: np.ndarray, normals: np.ndarray, length_mm: float, *,
+                        spacing_mm: float) -> tuple[float, np.ndarray] | None:
     """Top of the plantar surface's medial third over 25–65 %FL, and where it is.
 
     Along the arch's medial wall the outward normal turns from down (the
-    sole, n_z = −1) toward horizontal as the wall rises, so the top of the
-    plantar surface (n_z < −0.5) in a 1 mm slice of x is the height where the
-    wall's n_z crosses −0.5. Per slice, n_z is fitted linearly in z over the
-    wall's points with n_z in −0.85…−0.15, and solved for −0.5; a slice whose
-    points do not straddle −0.5 (a sole meeting the wall in a crease steeper
-    than the limit) takes its highest plantar point instead. The per-slice
-    heights are smoothed over ±2 mm of x before the maximum.
+    sole) toward horizontal as the wall rises, so the top of the plantar
+    surface (n_z < −0.5) in a slice of x is the wall point whose normal is
+    (0, √3/2, −1/2): the section's support point in that direction
+    (:func:`_section_supports`). Normals estimated from noisy points cannot
+    resolve the sharp turn from sole to wall (they smooth over a few noise
+    widths and put the limit too high); the support fit needs none. The
+    slices' heights are smoothed by a running median over 9 mm before the
+    maximum is taken, so no one slice decides.
     """
-    x, z, nz = points[:, 0], points[:, 2], normals[:, 2]
-    inside = _in(x, length_mm, 0.25, 0.65)
-    if inside.sum() < 10:
+    lo = 0.25 * length_mm
+    n_slices = int(math.floor(0.40 * length_mm)) + 1
+    support, valid = _section_supports(points, normals, lo + 0.5, n_slices,
+                                       direction=_ARCH_NORMAL, spacing_mm=spacing_mm)
+    windows = np.lib.stride_tricks.sliding_window_view(
+        np.pad(support[:, 1], 4, constant_values=np.nan), 9)
+    enough = np.count_nonzero(np.isfinite(windows), axis=1) >= 5
+    if not enough.any():
         return None
-    x, z, nz, points = x[inside], z[inside], nz[inside], points[inside]
-    b = np.floor(x - 0.25 * length_mm).astype(np.int64)
-    n_bins = int(b.max()) + 1
-    band = (nz > _NZ_BAND[0]) & (nz < _NZ_BAND[1])
-
-    def sums(values: np.ndarray) -> np.ndarray:
-        return np.bincount(b[band], values[band], minlength=n_bins)
-
-    n, sz, szz, sn, szn = sums(np.ones_like(z)), sums(z), sums(z * z), sums(nz), sums(z * nz)
-    below = np.bincount(b[band & (nz < PLANTAR_NZ)], minlength=n_bins)
-    above = np.bincount(b[band & (nz >= PLANTAR_NZ)], minlength=n_bins)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        var = szz - sz * sz / n
-        slope = (szn - sz * sn / n) / var
-        crossing = (sz + (PLANTAR_NZ - sn / n) / slope * n) / n
-    plantar = nz < PLANTAR_NZ
-    top = np.full(n_bins, -np.inf)
-    np.maximum.at(top, b[plantar], z[plantar])
-    straddles = (below >= 2) & (above >= 2) & (slope > 0) & np.isfinite(crossing)
-    height = np.where(straddles, crossing, top)
-    valid = np.isfinite(height)
-    if not valid.any():
-        return None
-    kernel = np.ones(5)
-    weight = np.convolve(valid.astype(float), kernel, mode="same")
-    smooth = np.convolve(np.where(valid, height, 0.0), kernel, mode="same") / np.maximum(weight, 1)
-    smooth[~valid] = -np.inf
+    smooth = np.full(n_slices, -np.inf)
+    smooth[enough] = np.nanmedian(windows[enough], axis=1)
     best = int(np.argmax(smooth))
-    near = b == best
-    y_top = float(points[near, 1].max()) if near.any() else float(points[:, 1].max())
-    return float(smooth[best]), np.array([0.25 * length_mm + best + 0.5, y_top, smooth[best]])
+    y_top = support[best, 0] if valid[best] else float(np.nanmedian(support[valid, 0]))
+    return float(smooth[best]), np.array([lo + best + 0.5, y_top, smooth[best]])
+
+
+def _section_supports(points: np.ndarray, normals: np.ndarray, first_mm: float, n_slices: int, *,
+                      direction: np.ndarray, spacing_mm: float) -> tuple[np.ndarray, np.ndarray]:
+    """Support points of the foot's cross-sections: per 1 mm slice of x, the section's point
+    furthest along ``direction`` (a unit (y, z) vector), i.e. where its outward normal is
+    ``direction`` on a convex section.
+
+    Slice ``k`` is centred at ``first_mm + k`` and fits the points within
+    ±10 mm of x (linear and quadratic terms in x absorb the section's drift
+    along the foot): ``g = p·direction`` as a cubic in the coordinate ``t``
+    along the section, within ±2.5 mm of the current support point,
+    re-centred on the fitted maximum three times. Noise moves points along
+    their normals, so points count by how squarely their rough normal faces
+    ``direction`` (cos⁴): their noise then goes into ``g``, which least
+    squares averages out, and not into ``t``, where it would bias the fit.
+    Returns (n, 2) support points (y, z) and which slices gave one.
+    """
+    tangent = np.array([-direction[1], direction[0]])
+    x, yz = points[:, 0], points[:, 1:]
+    half = max(_SLAB_MM, 4.0 * spacing_mm)
+    # (point, slice) pairs: each point joins every slice whose ±half window holds it.
+    first = np.maximum(np.ceil(x - first_mm - half), 0).astype(np.int64)
+    last = np.minimum(np.floor(x - first_mm + half), n_slices - 1).astype(np.int64)
+    count = np.maximum(last - first + 1, 0)
+    point = np.repeat(np.arange(len(x)), count)
+    slice_ = first[point] + np.arange(len(point)) - np.repeat(np.cumsum(count) - count, count)
+    dx = x[point] - (first_mm + slice_)
+    g, t = yz[point] @ direction, yz[point] @ tangent
+    weight = np.clip(normals[point, 1:] @ direction, 0.0, 1.0) ** _ALIGN_POWER
+    # Start at the slice's furthest points.
+    central = np.abs(dx) <= 1.0
+    top = np.full(n_slices, -np.inf)
+    np.maximum.at(top, slice_[central], g[central])
+    start = central & (g >= top[slice_] - 0.5)
+    count_start = np.bincount(slice_[start], minlength=n_slices)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        t0 = np.bincount(slice_[start], t[start], minlength=n_slices) / count_start
+    started = count_start > 0
+    reach = max(_REACH_MM, 2.5 * spacing_mm)
+    valid, g_peak = np.zeros(n_slices, bool), np.zeros(n_slices)
+    for _ in range(3):
+        inside = started[slice_] & (np.abs(t - t0[slice_]) <= reach)
+        peak, g_peak, valid = _cubic_peaks(t[inside] - t0[slice_[inside]], g[inside], dx[inside],
+                                           weight[inside], slice_[inside], n_slices, reach)
+        t0 = t0 + peak
+    support = t0[:, None] * tangent + g_peak[:, None] * direction
+    valid &= started
+    return np.where(valid[:, None], support, np.nan), valid
+
+
+def _cubic_peaks(t: np.ndarray, g: np.ndarray, dx: np.ndarray, weight: np.ndarray,
+                 slices: np.ndarray, n_bins: int, reach: float
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per slice, weighted least squares g = a + b·t + c·t² + e·t³ + (f + h·t)·dx + k·dx², and the
+    maximum of its cubic at dx = 0 over the slice's points' t range (within ±reach):
+    (t of the maximum, g there, usable).
+
+    A slice is usable with at least 12 points and its maximum inside the
+    range (at an end, the maximum lies beyond the points fitted). The t
+    returned is that of the maximum even for an unusable slice (0 without a
+    fit), to re-centre on.
+    """
+    design = np.stack([np.ones_like(t), t, t * t, t ** 3, dx, dx * t, dx * dx], axis=1)
+    n_terms = design.shape[1]
+    w_design = design * weight[:, None]
+    normal_matrix = np.stack(
+        [np.bincount(slices, w_design[:, i] * design[:, j], minlength=n_bins)
+         for i in range(n_terms) for j in range(n_terms)], axis=1).reshape(n_bins, n_terms, n_terms)
+    rhs = np.stack([np.bincount(slices, w_design[:, i] * g, minlength=n_bins)
+                    for i in range(n_terms)], axis=1)
+    lo, hi = np.full(n_bins, np.inf), np.full(n_bins, -np.inf)
+    np.minimum.at(lo, slices, t)
+    np.maximum.at(hi, slices, t)
+    usable = (np.bincount(slices, minlength=n_bins) >= 12) & (np.linalg.cond(normal_matrix) < 1e10)
+    coef = np.zeros((n_bins, n_terms))
+    coef[usable] = np.linalg.solve(normal_matrix[usable], rhs[usable][..., None])[..., 0]
+    a, b, c, e = coef[:, 0], coef[:, 1], coef[:, 2], coef[:, 3]
+    # Candidates: the ends of the range and the cubic's critical points (3e·t² + 2c·t + b = 0).
+    with np.errstate(invalid="ignore", divide="ignore"):
+        discriminant = c * c - 3.0 * e * b
+        root = np.sqrt(np.maximum(discriminant, 0.0))
+        cubic = np.abs(e) > 1e-9
+        critical = np.stack([np.where(cubic, (-c + root) / (3.0 * e), -b / (2.0 * c)),
+                             np.where(cubic, (-c - root) / (3.0 * e), np.nan), lo, hi], axis=1)
+        real = (~cubic | (discriminant >= 0.0))[:, None] | (np.arange(4) >= 2)
+        inside = (critical >= lo[:, None]) & (critical <= hi[:, None])
+        critical = np.where(real & inside, critical, np.nan)
+        value = (a[:, None] + b[:, None] * critical + c[:, None] * critical ** 2
+                 + e[:, None] * critical ** 3)
+    value = np.where(np.isfinite(value), value, -np.inf)
+    best = np.argmax(value, axis=1)
+    rows = np.arange(n_bins)
+    peak = critical[rows, best]
+    fitted = usable & np.isfinite(peak)
+    return np.where(fitted, peak, 0.0), value[rows, best], fitted & (best < 2)
 
 
 @dataclass(frozen=True, eq=False)
@@ -493,74 +598,98 @@ class _Footprint:
     contact: np.ndarray  #: bool [row, column]
 
 
-def _footprint(points: np.ndarray, length_mm: float) -> _Footprint | None:
+def _footprint(points: np.ndarray, normals: np.ndarray, length_mm: float, *, spacing_mm: float
+               ) -> _Footprint | None:
     """Rasterise the footprint from a denoised lower-envelope height grid.
 
-    1 mm cells; each cell's lowest layer (points within 1.5 mm of its lowest
-    one); a plane fitted by least squares to the layers of its 3 × 3 cells
-    gives the surface's height and slope there, evaluated at the centres of
-    the cell's four 0.5 mm raster cells. Contact: an occupied cell, the
-    plane within 3 mm of z = 0 and plantar (slope under 60°, n_z < −0.5).
+    The points facing down (the sole: a cell without sole points must not
+    take the dorsum's height); grid cells of 1 mm (a multiple of the 0.5 mm
+    raster that holds a few points on a sparse scan); each cell's lowest
+    layer (points within 1.5 mm of its lowest one); a plane fitted by least
+    squares to the layers of its
+    3 × 3 cells gives the surface's height and slope there, evaluated at the
+    centres of the cell's 0.5 mm raster cells. Cells inside the foot's
+    outline that hold no point take their nearest fitted cell's plane
+    (sampling gaps of a sparse scan). Contact: the plane within 3 mm of
+    z = 0 and plantar (slope under 60°, n_z < −0.5).
     """
     from scipy import ndimage
 
-    keep = (points[:, 2] <= CONTACT_MM + 8.0) & (points[:, 0] >= -_GRID_MM) & (
-        points[:, 0] <= 0.80 * length_mm + 2 * _GRID_MM)
+    keep = (points[:, 2] <= OUTLINE_TOP_MM) & (normals[:, 2] < 0.0) & (points[:, 0] >= -2.0) & (
+        points[:, 0] <= 0.80 * length_mm + 4.0)
     if keep.sum() < 100:
         return None
     p = points[keep]
-    y0 = math.floor(p[:, 1].min()) - _GRID_MM
-    col = np.floor(p[:, 0] / _GRID_MM).astype(np.int64) + 1  # column 0 is x in [-1, 0)
-    row = np.floor((p[:, 1] - y0) / _GRID_MM).astype(np.int64)
-    shape = (int(row.max()) + 2, int(col.max()) + 2)
+    per_cell = max(2, math.ceil(spacing_mm / RASTER_MM))  # raster cells along a grid cell
+    grid = per_cell * RASTER_MM
+    x0 = -2.0 * grid
+    y0 = math.floor(p[:, 1].min() / grid) * grid - 2.0 * grid
+    col = np.floor((p[:, 0] - x0) / grid).astype(np.int64)
+    row = np.floor((p[:, 1] - y0) / grid).astype(np.int64)
+    shape = (int(row.max()) + 3, int(col.max()) + 3)
     flat = row * shape[1] + col
     lowest = np.full(shape[0] * shape[1], np.inf)
     np.minimum.at(lowest, flat, p[:, 2])
     layer = p[:, 2] <= lowest[flat] + _LAYER_MM
     p, flat = p[layer], flat[layer]
     # Coordinates about each cell's own centre keep the sums well conditioned.
-    cx = (flat % shape[1] - 1 + 0.5) * _GRID_MM
-    cy = y0 + (flat // shape[1] + 0.5) * _GRID_MM
-    dx, dy, h = p[:, 0] - cx, p[:, 1] - cy, p[:, 2]
+    dx = p[:, 0] - (x0 + (flat % shape[1] + 0.5) * grid)
+    dy = p[:, 1] - (y0 + (flat // shape[1] + 0.5) * grid)
+    h = p[:, 2]
     size = shape[0] * shape[1]
-    moments = {}
-    for name, value in (("1", np.ones_like(h)), ("x", dx), ("y", dy), ("z", h), ("xx", dx * dx),
-                        ("xy", dx * dy), ("yy", dy * dy), ("xz", dx * h), ("yz", dy * h)):
-        moments[name] = np.bincount(flat, value, minlength=size).reshape(shape)
+    terms = {"1": np.ones_like(h), "x": dx, "y": dy, "z": h, "xx": dx * dx, "xy": dx * dy,
+             "yy": dy * dy, "xz": dx * h, "yz": dy * h}
+    moments = {k: np.bincount(flat, v, minlength=size).reshape(shape) for k, v in terms.items()}
     occupied = moments["1"] > 0
     # Sum the 3 × 3 neighbours, each shifted to the centre cell's coordinates
-    # (a neighbour at offset (i, j) cells has its points at dx + i, dy + j).
-    total = dict.fromkeys(moments, 0.0)
+    # (a neighbour i, j cells away has its points at dx + i·grid, dy + j·grid).
+    total = {k: np.zeros(shape) for k in moments}
+    padded = {k: np.pad(v, 1) for k, v in moments.items()}
     for i in (-1, 0, 1):
         for j in (-1, 0, 1):
-            m = {k: ndimage.shift(v, (-j, -i), order=0, mode="constant") for k, v in moments.items()}
-            sx, sy = i * _GRID_MM, j * _GRID_MM
-            total["1"] = total["1"] + m["1"]
-            total["x"] = total["x"] + m["x"] + sx * m["1"]
-            total["y"] = total["y"] + m["y"] + sy * m["1"]
-            total["z"] = total["z"] + m["z"]
-            total["xx"] = total["xx"] + m["xx"] + 2 * sx * m["x"] + sx * sx * m["1"]
-            total["yy"] = total["yy"] + m["yy"] + 2 * sy * m["y"] + sy * sy * m["1"]
-            total["xy"] = total["xy"] + m["xy"] + sx * m["y"] + sy * m["x"] + sx * sy * m["1"]
-            total["xz"] = total["xz"] + m["xz"] + sx * m["z"]
-            total["yz"] = total["yz"] + m["yz"] + sy * m["z"]
+            m = {k: v[1 + j:1 + j + shape[0], 1 + i:1 + i + shape[1]] for k, v in padded.items()}
+            sx, sy = i * grid, j * grid
+            total["1"] += m["1"]
+            total["x"] += m["x"] + sx * m["1"]
+            total["y"] += m["y"] + sy * m["1"]
+            total["z"] += m["z"]
+            total["xx"] += m["xx"] + 2 * sx * m["x"] + sx * sx * m["1"]
+            total["yy"] += m["yy"] + 2 * sy * m["y"] + sy * sy * m["1"]
+            total["xy"] += m["xy"] + sx * m["y"] + sy * m["x"] + sx * sy * m["1"]
+            total["xz"] += m["xz"] + sx * m["z"]
+            total["yz"] += m["yz"] + sy * m["z"]
     t = total
     a = np.stack([np.stack([t["1"], t["x"], t["y"]], -1), np.stack([t["x"], t["xx"], t["xy"]], -1),
                   np.stack([t["y"], t["xy"], t["yy"]], -1)], -2)
     rhs = np.stack([t["z"], t["xz"], t["yz"]], -1)
-    solvable = occupied & (t["1"] >= 3) & (np.abs(np.linalg.det(a)) > 1e-9)
+    fitted = occupied & (t["1"] >= 3) & (np.abs(np.linalg.det(a)) > 1e-6 * grid**4)
     coef = np.zeros(shape + (3,))
-    coef[solvable] = np.linalg.solve(a[solvable], rhs[solvable][..., None])[..., 0]
-    plantar = solvable & (coef[..., 1] ** 2 + coef[..., 2] ** 2 < 3.0)  # n_z < −0.5
-    # The four 0.5 mm raster cells of each grid cell, at ±0.25 mm from its centre.
-    half = RASTER_MM / 2
-    contact = np.zeros((2 * shape[0], 2 * shape[1]), bool)
-    for i, sx in enumerate((-half, half)):
-        for j, sy in enumerate((-half, half)):
+    coef[fitted] = np.linalg.solve(a[fitted], rhs[fitted][..., None])[..., 0]
+    # Cells inside the outline without a plane borrow their nearest fitted cell's,
+    # moved to their own centre.
+    bridge = max(1, math.ceil(2.0 * spacing_mm / grid))
+    outline = ndimage.binary_fill_holes(ndimage.binary_closing(occupied, iterations=bridge))
+    if not fitted.any():
+        return None
+    nearest = ndimage.distance_transform_edt(~fitted, return_distances=False, return_indices=True)
+    source = coef[nearest[0], nearest[1]]
+    offset_x = (np.arange(shape[1])[None, :] - nearest[1]) * grid
+    offset_y = (np.arange(shape[0])[:, None] - nearest[0]) * grid
+    source[..., 0] += source[..., 1] * offset_x + source[..., 2] * offset_y
+    known = fitted | (outline & ~occupied)  # a degenerate fit (a wall's thin strip) is no contact
+    coef = np.where(fitted[..., None], coef, source)
+    # The plantar rule on a height field: n_z < −0.5 is a slope² under 1 / n_z² − 1 = 3.
+    steepest = 1.0 / PLANTAR_NZ**2 - 1.0
+    plantar = known & outline & (coef[..., 1] ** 2 + coef[..., 2] ** 2 < steepest)
+    # The raster cells of each grid cell, at their centres' offsets from its centre.
+    offsets = (np.arange(per_cell) + 0.5) * RASTER_MM - grid / 2
+    contact = np.zeros((per_cell * shape[0], per_cell * shape[1]), bool)
+    for i, sx in enumerate(offsets):
+        for j, sy in enumerate(offsets):
             height = coef[..., 0] + sx * coef[..., 1] + sy * coef[..., 2]
-            contact[j::2, i::2] = plantar & (height <= CONTACT_MM)
-    xs = (np.arange(2 * shape[1]) + 0.5) * RASTER_MM - _GRID_MM
-    ys = y0 + (np.arange(2 * shape[0]) + 0.5) * RASTER_MM
+            contact[j::per_cell, i::per_cell] = plantar & (height <= CONTACT_MM)
+    xs = x0 + (np.arange(contact.shape[1]) + 0.5) * RASTER_MM
+    ys = y0 + (np.arange(contact.shape[0]) + 0.5) * RASTER_MM
     columns = (xs >= 0.0) & (xs <= 0.80 * length_mm)
     return _Footprint(xs=xs[columns], ys=ys, contact=contact[:, columns])
 
@@ -650,99 +779,123 @@ def _heel_reach(points: np.ndarray, length_mm: float) -> float:
     if not first.any():
         return float(z[heel].max(initial=0.0))
     middle = 0.5 * (y[first].max() + y[first].min())
-    return float(min(z[heel & (y >= middle)].max(initial=0.0), z[heel & (y <= middle)].max(initial=0.0)))
+    medial = z[heel & (y >= middle)].max(initial=0.0)
+    lateral = z[heel & (y <= middle)].max(initial=0.0)
+    return float(min(medial, lateral))
 
 
 def _rearfoot_angle(points: np.ndarray, length_mm: float) -> float | None:
-    """Lean of the heel slices' mid-points (y = a + b·z); atan(b) in degrees, + = everted."""
+    """Lean of the heel slices' mid-points (y = a + b·z) over 0–15 %FL; atan(b) in degrees,
+    positive = everted (the top leans medially).
+
+    Each slice's extremes (max and min y at z = level) are read off the
+    refined points within 1.5 mm of the level: per wall, the extreme of each
+    0.5 mm sub-band, fitted linearly in z and taken at the level. A thin band
+    would miss a wall on a sparse mesh; a thick one would read a wall that
+    leans at the band's top or bottom, which tilts the line.
+    """
     x, y, z = points.T
     heel = x <= 0.15 * length_mm
     mids = []
     for level in HEEL_SLICES_MM:
-        band = heel & (np.abs(z - level) <= 0.5)
+        band = heel & (np.abs(z - level) <= 1.5)
         if band.sum() < 2:
             return None
-        mids.append((y[band].max() + y[band].min()) / 2.0)
+        middle = 0.5 * (y[band].max() + y[band].min())
+        edges = []
+        for sign in (1.0, -1.0):
+            side = band & (sign * (y - middle) > 0)
+            if not side.any():
+                return None
+            sub = np.floor((z[side] - level + 1.5) / 0.5).astype(np.int64)
+            order = np.lexsort((-sign * y[side], sub))
+            first = order[np.r_[True, np.diff(sub[order]) > 0]]  # each sub-band's extreme
+            ye, ze = y[side][first], z[side][first]
+            edges.append(np.polyval(np.polyfit(ze - level, ye, 1), 0.0) if len(ye) > 1 else ye[0])
+        mids.append(0.5 * (edges[0] + edges[1]))
     slope = np.polyfit(HEEL_SLICES_MM, mids, 1)[0]
     return float(math.degrees(math.atan(slope)))
 
 
 def measure(foot: Foot, *, loading: Loading = Loading.WEIGHT_BEARING, params: Params | None = None
             ) -> Measurements:
-    """Measure a framed foot by the spec's definitions, classify it and check the scan's quality."""
+    """Measure a framed foot by the spec's definitions, classify it and check the scan's quality.
+
+    ``loading`` is how the foot was loaded while scanned (footprint classes
+    hold for weight-bearing scans only). A measurement the scan cannot give is
+    None, with the reason in ``missing``.
+    """
     from orthocad import params as params_module
 
     params = params or params_module.defaults()
     s = surface(foot)
     regions = _candidates(s, scan_kind=foot.scan_kind)
-    refined = _refine(s, [np.asarray(c, np.int64) for c in vars(regions).values()])
-
-    tips, _ = refined.take(regions.tips)
+    refined = _refine(s, list(vars(regions).values()))
+    tips = refined.take(regions.tips)
     x0 = float(tips[:, 0].min())
     length = float(tips[:, 0].max()) - x0
-    shift = np.array([x0, 0.0, 0.0])
+    shift = np.array([x0, 0.0, 0.0])  # measurements take x from the (refined) pternion
 
-    def part(indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        points, normals = refined.take(indices)
-        return points - shift, normals
+    def part(indices: np.ndarray) -> np.ndarray:
+        return refined.take(indices) - shift
 
-    missing: dict[str, str] = {}
     values: dict[str, float | None] = dict.fromkeys(SPEC_FIELDS + EXTRA_FIELDS)
+    missing: dict[str, str] = {}
     landmarks = {"pternion": tips[np.argmin(tips[:, 0])], "toe_tip": tips[np.argmax(tips[:, 0])]}
     values["foot_length_mm"] = length
-    ball, _ = part(regions.ball)
+    ball, heel = part(regions.ball), part(regions.heel)
     values["ball_width_mm"] = _width(ball[_in(ball[:, 0], length, 0.55, 0.80), 1])
-    heel, _ = part(regions.heel)
-    values["heel_width_mm"] = _width(heel[_in(heel[:, 0], length, 0.10, 0.22) & (heel[:, 2] <= 30.0), 1])
-    for name, indices, medial, mark in (("truncated_length_mm", regions.medial_outline, True, "mth1"),
-                                        ("fifth_met_x_mm", regions.lateral_outline, False, "mth5")):
-        outline, _ = part(indices)
+    heel = heel[_in(heel[:, 0], length, 0.10, 0.22) & (heel[:, 2] <= 30.0)]
+    values["heel_width_mm"] = _width(heel[:, 1])
+    outlines = (("truncated_length_mm", regions.medial_outline, True, "mth1"),
+                ("fifth_met_x_mm", regions.lateral_outline, False, "mth5"))
+    for name, indices, medial, mark in outlines:
+        outline = part(indices)
         apex = _outline_apex(outline[:, 0], outline[:, 1], length, medial=medial)
         if apex is not None:
             values[name] = apex[0]
             landmarks[mark] = np.array([apex[0] + x0, apex[1], 0.0])
     if foot.scan_kind is ScanKind.FULL:
-        top, _ = part(regions.dorsum)
+        top = part(regions.dorsum)
         top = top[np.abs(top[:, 0] - 0.5 * length) <= 2.0]
         if len(top):
             values["dorsal_height_mm"] = float(top[:, 2].max())
-        if values["dorsal_height_mm"] is not None and values["truncated_length_mm"]:
-            values["arch_height_index"] = values["dorsal_height_mm"] / values["truncated_length_mm"]
+            if values["truncated_length_mm"]:
+                values["arch_height_index"] = (values["dorsal_height_mm"]
+                                               / values["truncated_length_mm"])
     else:
-        reason = "plantar-only scan: no dorsum"
-        missing["dorsal_height_mm"] = missing["arch_height_index"] = reason
-    wall, wall_normals = part(regions.arch_wall)
-    arch = _medial_arch_height(wall, wall_normals, length)
+        missing["dorsal_height_mm"] = missing["arch_height_index"] = "plantar-only scan: no dorsum"
+    wall = _arch_wall(s)
+    arch = _medial_arch_height(s.points_mm[wall] - shift, s.normals[wall], length,
+                               spacing_mm=s.spacing_mm)
     if arch is not None:
         values["medial_arch_height_mm"] = arch[0]
         landmarks["arch_top"] = arch[1] + shift
-    footprint = _footprint(s.points_mm - shift, length)
+    footprint = _footprint(s.points_mm - shift, s.normals, length, spacing_mm=s.spacing_mm)
     if footprint is not None and footprint.contact.any():
         values["arch_index"] = _arch_index(footprint)
         values["chippaux_smirak_index"], values["staheli_index"] = _chippaux_staheli(footprint)
         values["clarke_angle_deg"] = _clarke_angle(footprint)
     reach = _heel_reach(s.points_mm - shift, length)
-    if reach >= HEEL_SLICES_MM[-1] + 1.0:
-        heel_slices, _ = part(regions.rearfoot)
-        values["rearfoot_angle_deg"] = _rearfoot_angle(heel_slices, length)
+    if reach > HEEL_SLICES_MM[-1] + 0.5:
+        values["rearfoot_angle_deg"] = _rearfoot_angle(part(regions.rearfoot), length)
     else:
         missing["rearfoot_angle_deg"] = (
-            f"the heel surface reaches {reach:.0f} mm on its lower side; "
-            f"the rearfoot line needs both heel walls up to {HEEL_SLICES_MM[-1]:.0f} mm"
-        )
+            f"the heel surface reaches {reach:.0f} mm on its lower side; the rearfoot line "
+            f"needs both heel walls up to {HEEL_SLICES_MM[-1]:.0f} mm")
     for name, value in values.items():
         if value is None and name not in missing:
             missing[name] = "the scan has no surface where this is defined"
-    classification = classify(values, scan_kind=foot.scan_kind, loading=loading, params=params)
     return Measurements(
         side=foot.side, scan_kind=foot.scan_kind, loading=loading, **values,
-        classification=classification, quality=assess(s, limits=params.quality), missing=missing,
+        classification=classify(values, scan_kind=foot.scan_kind, loading=loading, params=params),
+        quality=assess(s, limits=params.quality), missing=missing,
         landmarks_mm={k: tuple(float(c) for c in v) for k, v in landmarks.items()},
     )
 
 
-def classify(values: dict[str, float | None], *, scan_kind: ScanKind, loading: Loading, params: Params
-             ) -> Classification:
+def classify(values: dict[str, float | None], *, scan_kind: ScanKind, loading: Loading,
+             params: Params) -> Classification:
     """Classify arch and rearfoot independently, saying which index decided and why.
 
     Arch precedence: the arch height index (AHI) wins over the arch index when
@@ -775,27 +928,34 @@ def classify(values: dict[str, float | None], *, scan_kind: ScanKind, loading: L
                         "(validated against radiographs; footprints spread with soft tissue)")
     else:
         driver, arch = None, None
-        arch_reason = (f"footprint indices do not apply to a {loading.value} scan and a "
-                       f"{scan_kind.value} scan has no AHI" if ai is not None else "no arch measurement")
+        arch_reason = "no arch measurement"
+        if ai is not None:
+            arch_reason = (f"footprint indices do not apply to a {loading.value} scan and a "
+                           f"{scan_kind.value} scan has no AHI")
     angle = values.get("rearfoot_angle_deg")
     if angle is None:
         rearfoot, rf_driver, rf_reason = None, None, "rearfoot angle missing"
     else:
         rf_driver = "rearfoot_angle_deg"
         if angle > c.pronated_deg:
-            rearfoot, rf_reason = RearfootType.PRONATED, f"rearfoot angle {angle:+.1f}° > {c.pronated_deg:+.1f}°"
+            rearfoot = RearfootType.PRONATED
+            rf_reason = f"rearfoot angle {angle:+.1f}° > {c.pronated_deg:+.1f}°"
         elif angle < c.supinated_deg:
-            rearfoot, rf_reason = RearfootType.SUPINATED, f"rearfoot angle {angle:+.1f}° < {c.supinated_deg:+.1f}°"
+            rearfoot = RearfootType.SUPINATED
+            rf_reason = f"rearfoot angle {angle:+.1f}° < {c.supinated_deg:+.1f}°"
         else:
             rearfoot = RearfootType.NEUTRAL
-            rf_reason = f"{c.supinated_deg:+.1f}° ≤ rearfoot angle {angle:+.1f}° ≤ {c.pronated_deg:+.1f}°"
+            rf_reason = (f"{c.supinated_deg:+.1f}° ≤ rearfoot angle {angle:+.1f}° "
+                         f"≤ {c.pronated_deg:+.1f}°")
     return Classification(
         arch=arch, arch_driver=driver, arch_reason=arch_reason, arch_conflict=conflict,
         rearfoot=rearfoot, rearfoot_driver=rf_driver, rearfoot_reason=rf_reason,
     )
 
 
-def _three_way(*, low: tuple[bool, str], high: tuple[bool, str], normal: str) -> tuple[ArchType, str]:
+def _three_way(*, low: tuple[bool, str], high: tuple[bool, str], normal: str
+               ) -> tuple[ArchType, str]:
+    """The class whose condition holds (low first, then high, else normal), with its reason."""
     if low[0]:
         return ArchType.LOW, low[1]
     if high[0]:

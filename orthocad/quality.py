@@ -1,10 +1,25 @@
 """Scan-quality gate: can this scan support a device?
 
 Bad scans are the main cause of remakes, so a scan is checked before anyone
-builds from it: enough points on the sole, evenly spread (no region much
-sparser than the rest), the sole covered without holes in the heel or the
-arch (where the device must fit), and noise small enough for millimetre
-measurements. Each check reports its value and limit; limits are parameters.
+builds from it. Each check reports its value and its limit (limits are
+parameters, ``params.quality``), and a failed check says what to rescan:
+
+* ``point_density``: plantar points (facing down, n_z < −0.5) per cm² of the
+  footprint (the foot's outline seen from above, up to 40 mm);
+* ``even_sampling``: the sparsest region's plantar density (heel 0–25 %FL,
+  arch 25–60 %FL, forefoot 60–100 %FL) over the whole sole's: a region
+  scanned much more sparsely than the rest loses its shape;
+* ``sole_coverage``: the share of the outline that has sole surface (points
+  facing down) within 2 mm, or two point spacings on a sparse scan;
+* ``holes``: the diameter of the largest disc inside the outline (3 mm in
+  from it) in the heel or the arch region without sole surface, where the
+  device must fit;
+* ``noise``: the RMS distance of the points from local quadric fits
+  (median over a sample; :func:`orthocad.measure.surface`).
+
+Distances, not raster occupancy, decide coverage and holes, so a sparse but
+even scan (a plantar scanner's 6,000-vertex mesh) is judged by its gaps, not
+by its resolution.
 """
 
 from __future__ import annotations
@@ -18,8 +33,15 @@ if TYPE_CHECKING:
     from orthocad.measure import Surface
     from orthocad.params import Quality as QualityParams
 
-#: The regions checked for holes and sparse sampling, as fractions of foot length.
+#: The regions compared for even sampling, as fractions of foot length.
 REGIONS = {"heel": (0.0, 0.25), "arch": (0.25, 0.60), "forefoot": (0.60, 1.0)}
+#: The regions checked for holes: where the device must fit.
+HOLE_REGIONS = ("heel", "arch")
+OUTLINE_TOP_MM = 40.0  #: the outline (footprint) is the foot up to this height
+PLANTAR_NZ = -0.5  #: plantar surface: outward normal with n_z below this (spec)
+
+_CELL_MM = 1.0  # raster of the outline and of the distances to the sole
+_RIM_MM = 3.0  # holes are looked for this far inside the outline (its rim is wall, not sole)
 
 
 @dataclass(frozen=True)
@@ -32,6 +54,12 @@ class Check:
     limit: float
     unit: str
     message: str  #: why it failed and what to do, or what was found
+
+    def __post_init__(self) -> None:
+        # Plain Python values (not numpy scalars): the verdict goes into JSON.
+        object.__setattr__(self, "passed", bool(self.passed))
+        object.__setattr__(self, "value", float(self.value))
+        object.__setattr__(self, "limit", float(self.limit))
 
 
 @dataclass(frozen=True)
@@ -55,35 +83,46 @@ class Quality:
             "forced": self.forced,
             "reasons": self.reasons,
             "checks": {
-                c.name: {"passed": c.passed, "value": round(c.value, 3), "limit": c.limit, "unit": c.unit}
+                c.name: {"passed": c.passed, "value": round(c.value, 3), "limit": c.limit,
+                         "unit": c.unit}
                 for c in self.checks
             },
         }
 
 
 def assess(surface: Surface, *, limits: QualityParams) -> Quality:
-    """Check a denoised, framed foot surface against the quality limits."""
-    points, normals = surface.points_mm, surface.normals
+    """Check a framed foot's surface (stray points removed, rough normals) against the limits."""
+    from scipy import ndimage
+
+    points = surface.points_mm - [surface.points_mm[:, 0].min(), 0.0, 0.0]
     length = float(points[:, 0].max())
-    low = points[:, 2] <= 40.0
-    spacing = _median_spacing(points)
-    cell = max(2.0, 2.0 * spacing)
-    silhouette, origin = _raster(points[low, :2], cell=cell, fill=True)
-    sole = _raster(points[low & (normals[:, 2] < 0.0), :2], cell=cell, origin=origin,
-                   shape=silhouette.shape)[0]
-    cell_x = origin[0] + (np.arange(silhouette.shape[1]) + 0.5) * cell
-    area_cm2 = {name: silhouette[:, _cols(cell_x, length, span)].sum() * cell**2 / 100.0
+    low = points[:, 2] <= OUTLINE_TOP_MM
+    facing_down = low & (surface.normals[:, 2] < 0.0)
+    plantar = low & (surface.normals[:, 2] < PLANTAR_NZ)
+
+    outline, origin = _outline(points[low, :2], spacing_mm=surface.spacing_mm)
+    cell_x = origin[0] + (np.arange(outline.shape[0]) + 0.5) * _CELL_MM
+    sole = np.zeros(outline.shape, bool)
+    sole[tuple(_cells(points[facing_down, :2], origin, outline.shape).T)] = True
+    gap = ndimage.distance_transform_edt(~sole) * _CELL_MM  # mm from each cell to the sole
+
+    area_cm2 = {name: outline[_columns(cell_x, length, span)].sum() * _CELL_MM**2 / 100.0
                 for name, span in REGIONS.items()}
-    plantar = points[low & (normals[:, 2] < -0.5)]
-    counts = {name: int(np.count_nonzero((plantar[:, 0] >= a * length) & (plantar[:, 0] <= b * length)))
+    x = points[plantar, 0]
+    counts = {name: np.count_nonzero((x >= a * length) & (x < b * length))
               for name, (a, b) in REGIONS.items()}
     density = {name: counts[name] / max(area_cm2[name], 1e-9) for name in REGIONS}
     overall = sum(counts.values()) / max(sum(area_cm2.values()), 1e-9)
     sparsest = min(density, key=density.get)
-    relative = density[sparsest] / overall
-    coverage = float(sole[silhouette].mean()) if silhouette.any() else 0.0
-    holes = _largest_holes(silhouette, sole, cell=cell, cell_x=cell_x, length=length)
-    hole_region = max(("heel", "arch"), key=holes.get)
+    relative = density[sparsest] / max(overall, 1e-9)
+    reach = max(2.0, 2.0 * surface.spacing_mm)
+    coverage = float(np.mean(gap[outline] <= reach)) if outline.any() else 0.0
+    inside = ndimage.binary_erosion(outline, iterations=int(round(_RIM_MM / _CELL_MM)))
+    holes = {}
+    for name in HOLE_REGIONS:
+        columns = _columns(cell_x, length, REGIONS[name])
+        holes[name] = 2.0 * float(gap[columns][inside[columns]].max(initial=0.0))
+    hole_region = max(HOLE_REGIONS, key=holes.get)
 
     checks = (
         Check("point_density", overall >= limits.min_density_per_cm2, overall,
@@ -96,7 +135,7 @@ def assess(surface: Surface, *, limits: QualityParams) -> Quality:
               "the sole on average: rescan it"),
         Check("sole_coverage", coverage >= limits.min_sole_coverage, coverage,
               limits.min_sole_coverage, "fraction",
-              f"only {coverage:.0%} of the sole is covered by the scan: rescan the sole"),
+              f"only {coverage:.0%} of the footprint has sole surface: rescan the sole"),
         Check("holes", holes[hole_region] <= limits.max_hole_mm, holes[hole_region],
               limits.max_hole_mm, "mm",
               f"a {holes[hole_region]:.0f} mm hole in the {hole_region} region: rescan the "
@@ -109,40 +148,26 @@ def assess(surface: Surface, *, limits: QualityParams) -> Quality:
     return Quality(checks=checks)
 
 
-def _median_spacing(points: np.ndarray) -> float:
-    from scipy.spatial import cKDTree
-
-    sample = points[:: max(1, len(points) // 5000)]
-    distance, _ = cKDTree(points).query(sample, k=2)
-    return float(np.median(distance[:, 1]))
+def _cells(xy: np.ndarray, origin: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Raster cells [x index, y index] of 2D points, clipped to the raster."""
+    return np.clip(np.floor((xy - origin) / _CELL_MM).astype(np.int64), 0, np.array(shape) - 1)
 
 
-def _raster(xy: np.ndarray, *, cell: float, origin=None, shape=None, fill: bool = False):
-    """Occupancy raster of 2D points: (bool[row=y, col=x], origin xy)."""
+def _outline(xy: np.ndarray, *, spacing_mm: float) -> tuple[np.ndarray, np.ndarray]:
+    """The foot seen from above: occupied cells, closed over the point spacing, holes filled.
+
+    Returns the raster [x index, y index] and its origin (mm).
+    """
     from scipy import ndimage
 
-    if origin is None:
-        origin = xy.min(axis=0) - cell
-        shape = tuple((np.ceil((xy.max(axis=0) - origin) / cell).astype(int) + 2)[::-1])
-    index = np.floor((xy - origin) / cell).astype(np.int64)
-    keep = (index >= 0).all(axis=1) & (index[:, 0] < shape[1]) & (index[:, 1] < shape[0])
-    grid = np.zeros(shape, dtype=bool)
-    grid[index[keep, 1], index[keep, 0]] = True
-    if fill:
-        grid = ndimage.binary_fill_holes(ndimage.binary_closing(grid, iterations=2))
-    return grid, origin
+    bridge = int(np.ceil(2.0 * spacing_mm / _CELL_MM))  # closes the gaps between samples
+    origin = xy.min(axis=0) - (bridge + 2) * _CELL_MM
+    shape = tuple(np.ceil((xy.max(axis=0) - origin) / _CELL_MM).astype(np.int64) + bridge + 3)
+    grid = np.zeros(shape, bool)
+    grid[tuple(_cells(xy, origin, shape).T)] = True
+    grid = ndimage.binary_closing(grid, iterations=bridge)
+    return ndimage.binary_fill_holes(grid), origin
 
 
-def _cols(cell_x: np.ndarray, length: float, span: tuple[float, float]) -> np.ndarray:
-    return (cell_x >= span[0] * length) & (cell_x <= span[1] * length)
-
-
-def _largest_holes(silhouette, sole, *, cell: float, cell_x, length: float) -> dict[str, float]:
-    """Diameter (mm) of the largest empty disc in the sole, per region."""
-    from scipy import ndimage
-
-    inside = ndimage.binary_erosion(silhouette, iterations=1)
-    empty = inside & ~sole
-    radius = ndimage.distance_transform_edt(empty) * cell
-    return {name: float(2.0 * radius[:, _cols(cell_x, length, span)].max(initial=0.0))
-            for name, span in REGIONS.items()}
+def _columns(cell_x: np.ndarray, length: float, span: tuple[float, float]) -> np.ndarray:
+    return (cell_x >= span[0] * length) & (cell_x < span[1] * length)

@@ -72,8 +72,8 @@ def test_every_parameter_has_unit_bounds_doc_and_a_resolvable_source(key):
 
 def test_groups_cover_every_prescription_rule():
     groups = {key.partition(".")[0] for key in params.keys()}
-    assert groups == {"classification", "quality", "insole", "device", "rearfoot_post", "supinated_post",
-                      "skive",
+    assert groups == {"classification", "quality", "insole", "device", "rearfoot_post",
+                      "supinated_post", "skive",
                       "heel_cup", "arch", "cavus", "lld", "met_pad"}
 
 
