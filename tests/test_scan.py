@@ -823,3 +823,13 @@ def test_synthetic_scans_are_cleaned_to_the_foot(synthetic, kind, floor, units, 
     local = (one.points_mm - shift) @ rotation_
     length = made.truth["foot_length_mm"]
     assert -2.0 < local[:, 0].min() < 0.5 and -0.5 < local[:, 0].max() - length < 2.0
+
+
+def test_cleaning_keeps_a_sparsely_sampled_foot_whole(synthetic):
+    """No outliers in, (almost) none out: a sparse patch of sole is no outlier. The plain
+    statistical test cut 2292 of 46k points here, in patches up to 5 mm across."""
+    made = synthetic.synth_scan(synthetic.FootShape(foot_length_mm=275.0), n_points=60_000,
+                                noise_mm=0.3, pose="random", seed=3)
+    cleaned = scan.clean(scan.from_points(made.points))
+    kept = len(cleaned.points_mm)
+    assert cleaned.dropped["outliers"] <= 0.002 * kept
