@@ -50,3 +50,24 @@ class RearfootType(StrEnum):
     PRONATED = "pronated"  #: everted, valgus heel
     NEUTRAL = "neutral"
     SUPINATED = "supinated"  #: inverted, varus heel
+
+
+class LldKind(StrEnum):
+    """What makes a leg act short (entered by the clinician; a foot scan cannot show it)."""
+
+    STRUCTURAL = "structural"  #: the bones differ in length: lift the short side
+    FUNCTIONAL = "functional"  #: pelvis, muscles or joints make a leg act short: treat the cause
+
+
+class OutputFrame(StrEnum):
+    """The coordinates insole files are written in."""
+
+    CANONICAL = "canonical"  #: heel at x = 0, toes +X, bottom z = 0: ready to print
+    SCAN = "scan"  #: the scan's own coordinates (to overlay the device on the scan)
+
+
+class Construction(StrEnum):
+    """How the insole is built under its top surface."""
+
+    FILLED = "filled"  #: solid from the top down to the floor
+    SHELL = "shell"  #: a uniform shell under the top; heel and forefoot contact solid to the floor

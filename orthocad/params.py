@@ -19,13 +19,16 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import operator
 import tomllib
+from enum import StrEnum
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from orthocad.enums import Construction
 from orthocad.errors import ParameterError
 
 
@@ -40,6 +43,27 @@ def param(default: float, *, unit: str, ge: float, le: float, source: str, doc: 
 def flag(default: bool, *, source: str, doc: str) -> Any:
     """An on/off parameter with its bibliography key."""
     return Field(default, description=doc, json_schema_extra={"unit": "bool", "source": source})
+
+
+def choice(default: StrEnum, *, source: str, doc: str) -> Any:
+    """One of an enum's values (TOML gives the value as a string, hence not strict)."""
+    return Field(default, strict=False, description=doc, json_schema_extra={
+        "unit": "choice", "source": source, "choices": [c.value for c in type(default)]})
+
+
+_COMPARE = {">": operator.gt, ">=": operator.ge, "<": operator.lt}
+
+
+def _require(model: BaseModel, relations: list[tuple[str, str, str, str]]) -> None:
+    """Raise one message naming every broken relation ``(field, op, field, why)`` between
+    (dotted) fields of ``model``, with their values."""
+    def value(dotted: str) -> float:
+        return functools.reduce(getattr, dotted.split("."), model)
+
+    broken = [f"{a} = {value(a):g} and {b} = {value(b):g}: need {a} {op} {b} ({why})"
+              for a, op, b, why in relations if not _COMPARE[op](value(a), value(b))]
+    if broken:
+        raise ValueError("; ".join(broken))
 
 
 class Group(BaseModel):
@@ -69,6 +93,16 @@ class Classification(Group):
         -2.0, unit="deg", ge=-15.0, le=0.0, source="rcsp_norms",
         doc="Rearfoot angle below which the rearfoot is supinated; the lateral rearfoot post "
             "starts here.")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Classification:
+        # Each scale needs a normal band between its two thresholds, or a foot would be both.
+        _require(self, [
+            ("arch_index_low", ">", "arch_index_high", "a low arch covers more of the midfoot"),
+            ("ahi_low", "<", "ahi_high", "a low arch has the smaller arch height index"),
+            ("pronated_deg", ">", "supinated_deg", "a neutral heel lies between the two"),
+        ])
+        return self
 
 
 class Device(Group):
@@ -174,8 +208,9 @@ class Arch(Group):
             "tolerated).")
     apex_pct: float = param(
         40.0, unit="%FL", ge=25.0, le=65.0, source="cavanagh_rodgers_1987",
-        doc="Apex of the arch support, % of foot length from the heel: the middle of the "
-            "footprint's midfoot third (about 27-53 %FL).")
+        doc="Apex of the arch support, % of foot length from the heel, when the scan does not "
+            "give the foot's own medial arch apex: the middle of the footprint's midfoot third "
+            "(about 27-53 %FL).")
     medial_flange_mm: float = param(
         10.0, unit="mm", ge=0.0, le=20.0, source="banwell_2014",
         doc="Medial arch flange height for a low arch (more medial control).")
@@ -281,6 +316,23 @@ class Insole(Group):
         40.0, unit="mm", ge=10.0, le=80.0, source="orthocad_insole",
         doc="Tallest the device may stand above the shoe floor (heel-cup rim, posts and lift "
             "included) and still fit a shoe.")
+    construction: Construction = choice(
+        Construction.FILLED, source="pallari_2010",
+        doc="filled: solid from the top surface down to the floor; shell: a uniform shell of "
+            "the shell thickness under the top (the arch hollow, open to the floor), with the "
+            "heel (rearfoot post) and the forefoot contact solid to the floor.")
+    engrave: bool = flag(
+        True, source="orthocad_insole",
+        doc="Engrave the case id, side and orthocad version under the heel when the caller "
+            "names the case (batch and CLI output do; a library build without a case id "
+            "never engraves).")
+    engrave_height_mm: float = param(
+        4.0, unit="mm", ge=2.0, le=8.0, source="orthocad_insole",
+        doc="Font size of the engraving (shrunk to fit under the heel when the text is long).")
+    engrave_depth_mm: float = param(
+        0.4, unit="mm", ge=0.2, le=1.0, source="orthocad_insole",
+        doc="Depth of the engraving into the underside; the heel seat above the letters keeps "
+            "the shell thickness less this.")
 
 
 class Params(Group):
@@ -298,6 +350,16 @@ class Params(Group):
     lld: Lld = Lld()
     met_pad: MetPad = MetPad()
     insole: Insole = Insole()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Params:
+        _require(self, [
+            ("skive.start_deg", ">=", "classification.pronated_deg",
+             "a skive is for a heel everted beyond where the medial post starts"),
+            ("cavus.top_cover_mm", ">=", "device.top_cover_mm",
+             "a high arch's top cover cushions more than the standard one"),
+        ])
+        return self
 
 
 def defaults() -> Params:
@@ -366,6 +428,8 @@ def dump_toml(params: Params | None = None) -> str:
             value = getattr(getattr(params, group), name)
             allowed = "true/false" if spec["unit"] == "bool" else (
                 f"{spec['unit']}, {spec['min']}..{spec['max']}")
+            if spec["unit"] == "choice":
+                allowed = "one of " + "/".join(spec["choices"])
             lines.append(f"# {spec['doc']} [{allowed}; {spec['source']}]")
             lines.append(f"{name} = {json.dumps(value)}")
         lines.append("")
@@ -399,14 +463,16 @@ def _explain(error: ValidationError) -> str:
     key = ".".join(str(part) for part in first["loc"])
     if first["type"] == "extra_forbidden":
         return f"unknown parameter {key!r}; known: {', '.join(keys())}"
-    if first["type"] == "value_error":  # a rule across fields of one group
-        return f"{key}: {first['ctx']['error']}"
+    if first["type"] == "value_error":  # a rule across fields of one group, or across groups
+        return f"{key}: {first['ctx']['error']}" if key else str(first["ctx"]["error"])
     given = _as_toml(first.get("input"))
     if key not in keys():  # a group given as a value, e.g. `arch = 3`
         return f"{key} = {given}: {first['msg']}; write it as a [{key}] table"
     spec = describe(key)
     if spec["unit"] == "bool":
         allowed = "allowed: true or false"
+    elif spec["unit"] == "choice":
+        allowed = "allowed: " + ", ".join(f'"{c}"' for c in spec["choices"])
     else:
         allowed = f"allowed: a number in {spec['min']}..{spec['max']} {spec['unit']}"
     return f"{key} = {given}: {first['msg'].lower()}; {allowed}"

@@ -23,7 +23,9 @@ classification thresholds of the parameters given here, so a post is zero
 exactly where the heel stops being pronated or supinated. The arch rules act
 on ``measurements.classification.arch`` (the measure stage's precedence of
 indices decides it); when it is None no arch correction is made and a
-decision says why.
+decision says why. The arch support's apex sits under the foot's measured
+medial arch crest (``medial_arch_apex_x_mm``), at ``arch.apex_pct`` when the
+scan does not give it.
 """
 
 from __future__ import annotations
@@ -37,7 +39,8 @@ from enum import Enum, StrEnum
 from typing import TYPE_CHECKING, Any
 
 from orthocad import params as params_module
-from orthocad.enums import ArchType, RearfootType, Side
+from orthocad._callable import make_callable
+from orthocad.enums import ArchType, LldKind, RearfootType, Side
 from orthocad.errors import ParameterError
 
 if TYPE_CHECKING:
@@ -55,11 +58,6 @@ class LiftExtent(StrEnum):
     NONE = "none"
     HEEL = "heel"
     FULL = "full"
-
-
-class LldKind(StrEnum):
-    STRUCTURAL = "structural"  #: the bones differ in length: lift the short side
-    FUNCTIONAL = "functional"  #: pelvis, muscles or joints make a leg act short: treat the cause
 
 
 #: Hard limits of each numeric field: what a device can physically be. The rules
@@ -184,6 +182,15 @@ class Overrides:
             {**self.params.get(None, {}), **self.params.get(side, {})},
             {**self.fields.get(None, {}), **self.fields.get(side, {})},
         )
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        """JSON-ready: ``{"both" | "left" | "right": {key: value}}``, parameters and fields."""
+        out: dict[str, dict[str, Any]] = {}
+        for mapping in (self.params, self.fields):
+            for side, entries in mapping.items():
+                out.setdefault(side.value if side else "both", {}).update(
+                    {key: _plain(value) for key, value in entries.items()})
+        return out
 
 
 def parse_overrides(items: Iterable[str], *, where: str = "--set") -> Overrides:
@@ -407,9 +414,7 @@ def _heel_cup(chart: _Chart, p: Params) -> None:
 def _arch(chart: _Chart, m: Measurements, p: Params) -> None:
     """Total contact; a low arch's support raised toward the target, capped above the sole."""
     a, c, scanned = p.arch, m.classification, m.medial_arch_height_mm
-    chart.set("arch_apex_pct", a.apex_pct, rule="arch.apex",
-              reason=f"apex at {a.apex_pct:g} %FL, the middle of the footprint's midfoot third",
-              source="cavanagh_rodgers_1987", inputs={"arch.apex_pct": a.apex_pct})
+    _arch_apex(chart, m, p)
     inputs = {"arch": _plain(c.arch), "arch_driver": c.arch_driver, "arch_reason": c.arch_reason,
               "arch_conflict": c.arch_conflict, "medial_arch_height_mm": scanned}
     if c.arch is ArchType.LOW:
@@ -448,6 +453,24 @@ def _arch(chart: _Chart, m: Measurements, p: Params) -> None:
     chart.set("medial_flange_mm", 0.0, rule="arch.no_flange",
               reason="no medial flange: the arch is not low", source="banwell_2014",
               inputs={"arch": _plain(c.arch)})
+
+
+def _arch_apex(chart: _Chart, m: Measurements, p: Params) -> None:
+    """The support's apex under the foot's own medial arch crest, else the parameter's."""
+    apex, length, default = m.medial_arch_apex_x_mm, m.foot_length_mm, p.arch.apex_pct
+    inputs = {"medial_arch_apex_x_mm": apex, "foot_length_mm": length, "arch.apex_pct": default}
+    if apex is not None and length:
+        low, high = FIELD_LIMITS["arch_apex_pct"]
+        pct = _clamp(_r(100.0 * apex / length), low, high)
+        chart.set("arch_apex_pct", pct, rule="arch.apex_measured",
+                  reason=f"apex under the measured medial arch crest: {apex:.1f} mm of "
+                         f"{length:.1f} mm = {pct:g} %FL", source="michaud_1993", inputs=inputs)
+        return
+    why = (m.missing.get("medial_arch_apex_x_mm") or m.missing.get("foot_length_mm")
+           or "not measured")
+    chart.set("arch_apex_pct", default, rule="arch.apex_default",
+              reason=f"medial arch apex missing ({why}): {default:g} %FL, the middle of the "
+                     "footprint's midfoot third", source="cavanagh_rodgers_1987", inputs=inputs)
 
 
 def _cavus(chart: _Chart, m: Measurements, p: Params) -> None:
@@ -723,3 +746,6 @@ def _plain(value: Any) -> Any:
 def _show(value: Any) -> str:
     value = _plain(value)
     return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+make_callable(__name__, "prescribe")

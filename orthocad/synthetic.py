@@ -737,8 +737,22 @@ def _measure(vertices: np.ndarray, faces: np.ndarray, kind: ScanKind) -> dict[st
     np.maximum.at(y_hi, b, np.nanmax(poly[:, :, 1], 1))
     np.minimum.at(y_lo, b, np.nanmin(poly[:, :, 1], 1))
     third = y_hi - (y_hi - y_lo) / 3
-    poly = _nonempty(_clip(poly, 1, third[b], upper=False))
-    out["medial_arch_height_mm"] = float(poly[:, :, 2].max())
+    poly = _clip(poly, 1, third[b], upper=False)
+    kept = ~np.isnan(poly[:, 0, 0])
+    top = np.full(len(edges) - 1, -np.inf)
+    np.maximum.at(top, b[kept], poly[kept][:, :, 2].max(1))
+    out["medial_arch_height_mm"] = float(top.max())
+    # Its apex: the centroid of the crest (the bins within 3 mm of the top, weighted by their
+    # rise above that level), the definition orthocad.measure uses.
+    best = int(np.argmax(top))
+    level = top[best] - 3.0
+    known = np.isfinite(top)  # a bin without plantar surface neither ends the crest nor weighs
+    below = np.flatnonzero(known & (top < level))
+    first = below[below < best].max(initial=-1) + 1
+    last = below[below > best].min(initial=len(top)) - 1
+    weight = np.where(known, top - level, 0.0)[first:last + 1]
+    centres = 0.5 * (edges[first:last + 1] + edges[first + 1:last + 2])
+    out["medial_arch_apex_x_mm"] = float(np.sum(centres * weight) / np.sum(weight) - x0)
 
     # Arch index: footprint cells of the plantar surface within 3 mm of the floor,
     # over 0–80 %FL; thirds of the footprint's own x extent.
@@ -786,7 +800,7 @@ def _measure(vertices: np.ndarray, faces: np.ndarray, kind: ScanKind) -> dict[st
 _TRUTH_KEYS = (
     "foot_length_mm", "ball_width_mm", "heel_width_mm", "truncated_length_mm",
     "fifth_met_x_mm", "dorsal_height_mm", "arch_height_index", "medial_arch_height_mm",
-    "arch_index", "rearfoot_angle_deg",
+    "arch_index", "rearfoot_angle_deg", "medial_arch_apex_x_mm",
 )
 _SHADOW_STEP_MM = 0.5
 
@@ -918,7 +932,9 @@ def truth(shape: FootShape) -> dict[str, float | str | None]:
     Keys: ``foot_length_mm``, ``ball_width_mm``, ``heel_width_mm``,
     ``truncated_length_mm``, ``fifth_met_x_mm``, ``dorsal_height_mm``,
     ``arch_height_index``, ``medial_arch_height_mm``, ``arch_index``,
-    ``rearfoot_angle_deg`` (floats, None when the scan kind cannot give them),
+    ``rearfoot_angle_deg``, ``medial_arch_apex_x_mm`` (the centroid of the arch's
+    crest, as :mod:`orthocad.measure` defines it) (floats, None when the scan
+    kind cannot give them),
     ``side`` and ``scan_kind`` (strings). Cached per shape.
     """
     values = _truth(_right(shape), 1)
@@ -1133,13 +1149,16 @@ def write_synthetic(
     pose: Literal["random"] | None = "random",
     units: Units = Units.MM,
     scan_kind: ScanKind | None = None,
+    pair: bool = False,
 ) -> list[Path]:
     """Write ``n`` random synthetic scans: ``synth_<i>.ply`` and ``synth_<i>.truth.json``.
 
     The defaults are the spec's accuracy conditions: a random rigid motion,
     0.5 mm noise and 1 % outliers. The JSON holds the truth, the controls,
-    the seed of that scan, the pose and the sampling options. Returns the
-    PLY paths.
+    the seed of that scan, the pose and the sampling options. With ``pair``,
+    each foot is a person's pair instead: ``synth_<i>_left.ply`` and
+    ``synth_<i>_right.ply``, one shape on both sides, scanned separately.
+    Returns the PLY paths.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -1147,23 +1166,36 @@ def write_synthetic(
     paths = []
     for i in range(n):
         shape = random_shape(rng, scan_kind=scan_kind)
-        scan_seed = int(rng.integers(2**31))
-        scan = synth_scan(shape, n_points=n_points, noise_mm=noise_mm,
-                          outlier_fraction=outlier_fraction, floor=floor, pose=pose,
-                          units=units, seed=scan_seed)
-        path = out_dir / f"synth_{i}.ply"
-        _write_ply(path, scan.points, scan.normals)
-        record = {
-            "truth": scan.truth,
-            "shape": shape.controls(),
-            "seed": scan_seed,
-            "pose": scan.pose.tolist(),
-            "units": units.value,
-            "n_points": n_points,
-            "noise_mm": noise_mm,
-            "outlier_fraction": outlier_fraction,
-            "floor": floor,
-        }
-        path.with_suffix(".truth.json").write_text(json.dumps(record, indent=2) + "\n")
-        paths.append(path)
+        sides = [(f"synth_{i}", shape)]
+        if pair:
+            sides = [(f"synth_{i}_{side.value}", replace(shape, side=side))
+                     for side in (Side.LEFT, Side.RIGHT)]
+        for name, one in sides:
+            paths.append(_write_one(out_dir / f"{name}.ply", one, rng, n_points=n_points,
+                                    noise_mm=noise_mm, outlier_fraction=outlier_fraction,
+                                    floor=floor, pose=pose, units=units))
     return paths
+
+
+def _write_one(path: Path, shape: FootShape, rng: np.random.Generator, *, n_points: int,
+               noise_mm: float, outlier_fraction: float, floor: bool,
+               pose: Literal["random"] | None, units: Units) -> Path:
+    """Sample ``shape`` and write its PLY and truth JSON."""
+    scan_seed = int(rng.integers(2**31))
+    scan = synth_scan(shape, n_points=n_points, noise_mm=noise_mm,
+                      outlier_fraction=outlier_fraction, floor=floor, pose=pose,
+                      units=units, seed=scan_seed)
+    _write_ply(path, scan.points, scan.normals)
+    record = {
+        "truth": scan.truth,
+        "shape": shape.controls(),
+        "seed": scan_seed,
+        "pose": scan.pose.tolist(),
+        "units": units.value,
+        "n_points": n_points,
+        "noise_mm": noise_mm,
+        "outlier_fraction": outlier_fraction,
+        "floor": floor,
+    }
+    path.with_suffix(".truth.json").write_text(json.dumps(record, indent=2) + "\n")
+    return path

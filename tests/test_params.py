@@ -58,6 +58,16 @@ def test_an_integer_is_accepted_for_a_number(tmp_path):
     assert params.load(write(tmp_path, "[arch]\ntarget_mm = 16\n")).arch.target_mm == 16.0
 
 
+def test_a_choice_is_written_and_read_as_its_value(tmp_path):
+    from orthocad.enums import Construction
+
+    loaded = params.load(write(tmp_path, '[insole]\nconstruction = "shell"\n'))
+    assert loaded.insole.construction is Construction.SHELL
+    assert 'construction = "filled"' in params.dump_toml()
+    message = refused(params.load, write(tmp_path, '[insole]\nconstruction = "hollow"\n'))
+    assert "insole.construction" in message and '"filled", "shell"' in message
+
+
 @pytest.mark.parametrize("key", params.keys())
 def test_every_parameter_has_unit_bounds_doc_and_a_resolvable_source(key):
     spec = params.describe(key)
@@ -65,6 +75,8 @@ def test_every_parameter_has_unit_bounds_doc_and_a_resolvable_source(key):
     assert spec["source"] in params.bibliography(), spec["source"]
     if spec["unit"] == "bool":
         assert isinstance(spec["default"], bool)
+    elif spec["unit"] == "choice":
+        assert spec["default"] in spec["choices"] and len(spec["choices"]) >= 2
     else:
         assert spec["min"] < spec["max"]
         assert spec["min"] <= spec["default"] <= spec["max"]
@@ -174,3 +186,95 @@ def test_heel_cup_depths_must_not_decrease(tmp_path):
 def test_missing_file_says_to_check_the_path(tmp_path):
     message = refused(params.load, tmp_path / "nowhere.toml")
     assert "not found" in message and "check the path" in message
+
+
+# --- relations between parameters: each refused with the fields, values and the rule ---
+
+@pytest.mark.parametrize(("values", "fragments"), [
+    ({"classification.arch_index_low": 0.20},
+     ["classification: arch_index_low = 0.2 and arch_index_high = 0.21",
+      "need arch_index_low > arch_index_high"]),
+    ({"classification.arch_index_low": 0.21},  # equal: no normal band
+     ["need arch_index_low > arch_index_high"]),
+    ({"classification.ahi_low": 0.38},
+     ["ahi_low = 0.38 and ahi_high = 0.37", "need ahi_low < ahi_high"]),
+    ({"classification.pronated_deg": 0, "classification.supinated_deg": 0},
+     ["pronated_deg = 0 and supinated_deg = 0", "need pronated_deg > supinated_deg"]),
+    ({"classification.pronated_deg": 10},
+     ["skive.start_deg = 8 and classification.pronated_deg = 10",
+      "need skive.start_deg >= classification.pronated_deg"]),
+    ({"device.top_cover_mm": 4},
+     ["cavus.top_cover_mm = 3 and device.top_cover_mm = 4",
+      "need cavus.top_cover_mm >= device.top_cover_mm"]),
+])
+def test_broken_relations_name_the_fields_values_and_the_rule(values, fragments):
+    message = refused(params.with_overrides, params.defaults(), values)
+    for fragment in fragments:
+        assert fragment in message, message
+
+
+def test_every_broken_relation_is_named_at_once():
+    message = refused(params.with_overrides, params.defaults(), {
+        "classification.arch_index_low": 0.2, "classification.ahi_low": 0.38})
+    assert "need arch_index_low > arch_index_high" in message
+    assert "need ahi_low < ahi_high" in message
+
+
+def test_a_relation_broken_in_a_file_names_the_file(tmp_path):
+    path = write(tmp_path, "[skive]\nstart_deg = 5\n[classification]\npronated_deg = 6\n")
+    message = refused(params.load, path)
+    assert message.startswith(f"{path}: skive.start_deg = 5")
+
+
+def test_relations_at_their_limits_are_allowed():
+    p = params.with_overrides(params.defaults(), {
+        "skive.start_deg": 6, "classification.pronated_deg": 6,
+        "cavus.top_cover_mm": 2, "device.top_cover_mm": 2})
+    assert (p.skive.start_deg, p.cavus.top_cover_mm) == (6.0, 2.0)
+
+
+# --- every bound of every parameter is enforced with a message naming it ---
+
+NUMBERS = [key for key in params.keys() if params.describe(key)["unit"] not in ("bool", "choice")]
+
+
+@pytest.mark.parametrize("key", NUMBERS)
+def test_every_number_is_refused_beyond_either_bound_with_its_range(key):
+    spec = params.describe(key)
+    for beyond in (spec["min"] - 1.0, spec["max"] + 1.0):
+        message = refused(params.with_overrides, params.defaults(), {key: beyond})
+        assert f"{key} = {beyond!r}" in message
+        assert f"{spec['min']}..{spec['max']} {spec['unit']}" in message
+
+
+def test_caps_cannot_be_negative():
+    caps = [key for key in NUMBERS if "cap" in key.partition(".")[2]]
+    assert len(caps) >= 5
+    for key in caps:
+        assert params.describe(key)["min"] >= 0.0, key
+        assert f"{key} = -1.0" in refused(params.with_overrides, params.defaults(), {key: -1.0})
+
+
+# --- the command ---
+
+def test_params_command_dumps_the_shipped_file_and_the_schema(capsys):
+    from orthocad.cli import main
+
+    assert main(["params", "--dump"]) == 0
+    shipped = resources.files("orthocad").joinpath("data/defaults.toml").read_text("utf-8")
+    assert capsys.readouterr().out == shipped
+    assert main(["params", "--schema"]) == 0
+    assert json.loads(capsys.readouterr().out) == params.schema()
+
+
+def test_params_command_checks_a_file_with_exit_0_or_2(capsys, tmp_path):
+    from orthocad.cli import main
+
+    good = write(tmp_path, "[lld]\nfraction = 0.5\n")
+    assert main(["params", "--check", str(good)]) == 0
+    assert "valid" in capsys.readouterr().out
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[classification]\narch_index_low = 0.2\n")
+    assert main(["params", "--check", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "need arch_index_low > arch_index_high" in err and err.count("\n") == 1

@@ -1,19 +1,22 @@
-"""Prescription rules: tables of feet → devices, properties, the LLD example, overrides."""
+"""Prescription rules: tables of feet → devices, properties, the LLD example, overrides, the
+arch apex, and end to end: synthetic feet of known type, the real scans, a foam box, the CLI."""
 
 from __future__ import annotations
 
 import json
 import tomllib
 from dataclasses import fields, replace
+from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from orthocad import params
+from orthocad import params, pipeline, scan, synthetic
+from orthocad.cli import main
 from orthocad.enums import ArchType, Loading, RearfootType, ScanKind, Side
 from orthocad.errors import ParameterError
-from orthocad.measure import Classification, Measurements
+from orthocad.measure import Classification, Measurements, classify
 from orthocad.prescribe import (
     FIELD_LIMITS,
     OVERRIDABLE,
@@ -26,7 +29,9 @@ from orthocad.prescribe import (
     parse_overrides,
     prescribe,
 )
+from orthocad.synthetic import FootShape
 
+SCANS = Path(__file__).resolve().parents[1] / "scans"
 DEVICE_FIELDS = {f.name for f in fields(Prescription)} - {
     "side", "lld_mm", "lld_short_side", "lld_kind", "classification", "warnings", "decisions"}
 NOT_APPLICABLE = "footprint indices do not apply to a foam_box scan and a plantar scan has no AHI"
@@ -34,7 +39,7 @@ NOT_APPLICABLE = "footprint indices do not apply to a foam_box scan and a planta
 
 def foot(*, side: Side = Side.RIGHT, angle: float | None = 2.0,
          arch: ArchType | None = ArchType.NORMAL, arch_height: float | None = 14.0,
-         length: float = 260.0, mth1: float | None = 190.0,
+         length: float = 260.0, mth1: float | None = 190.0, apex: float | None = None,
          missing: dict[str, str] | None = None) -> Measurements:
     """A 260 mm adult foot with the classes the default thresholds give its rearfoot angle."""
     c = params.defaults().classification
@@ -59,7 +64,7 @@ def foot(*, side: Side = Side.RIGHT, angle: float | None = 2.0,
         fifth_met_x_mm=165.0, dorsal_height_mm=64.0, arch_height_index=0.34,
         medial_arch_height_mm=arch_height, arch_index=0.23, rearfoot_angle_deg=angle,
         chippaux_smirak_index=0.35, staheli_index=0.7, clarke_angle_deg=42.0,
-        classification=classification, missing=missing or {},
+        classification=classification, medial_arch_apex_x_mm=apex, missing=missing or {},
     )
 
 
@@ -303,7 +308,11 @@ def rule_params(draw):
     values = {}
     for key in keys:
         spec = params.describe(key)
-        values[key] = draw(st.floats(spec["min"], spec["max"], allow_nan=False))
+        low = spec["min"]
+        if key == "skive.start_deg":  # the relation params holds: not before the post starts
+            low = max(low, values["classification.pronated_deg"])
+        values[key] = draw(st.floats(low, spec["max"], allow_nan=False))
+    assume(values["classification.pronated_deg"] > values["classification.supinated_deg"])
     return params.with_overrides(params.defaults(), values)
 
 
@@ -512,3 +521,215 @@ def test_a_metatarsal_pad_without_the_landmark_warns():
                    overrides={"met_pad.height_mm": 4})
     assert rx.met_pad_height_mm == 4.0 and rx.met_pad_x_pct is None
     assert any("no medial outline" in w and "met_pad_x_pct" in w for w in rx.warnings)
+
+
+def test_orthocad_prescribe_is_the_stage_module_and_calls_prescribe():
+    import orthocad
+    from orthocad import prescribe as module
+
+    assert orthocad.prescribe is module and callable(orthocad.prescribe)
+    m = foot(side=Side.LEFT, angle=8.0)
+    assert orthocad.prescribe(m, lld_mm=10, short_side=Side.LEFT) == module.prescribe(
+        m, lld_mm=10, short_side=Side.LEFT)
+
+
+# --- the arch support's apex ---
+
+def test_the_arch_apex_sits_under_the_measured_crest():
+    rx = prescribe(foot(apex=111.2, length=260.0))
+    assert rx.arch_apex_pct == 42.8  # 100 × 111.2 / 260, to 0.1
+    d = decision(rx, "arch_apex_pct")
+    assert (d.rule, d.value, d.source) == ("arch.apex_measured", 42.8, "michaud_1993")
+    assert d.inputs == {"medial_arch_apex_x_mm": 111.2, "foot_length_mm": 260.0,
+                        "arch.apex_pct": 40.0}
+    assert "111.2 mm of 260.0 mm" in d.reason
+
+
+def test_without_a_measured_apex_the_parameter_places_it_and_says_why():
+    rx = prescribe(foot(apex=None, missing={"medial_arch_apex_x_mm": "no arch wall"}),
+                   overrides={"arch.apex_pct": 45})
+    d = decision(rx, "arch_apex_pct")
+    assert (rx.arch_apex_pct, d.rule, d.source) == (45.0, "arch.apex_default",
+                                                     "cavanagh_rodgers_1987")
+    assert "no arch wall" in d.reason and d.inputs["medial_arch_apex_x_mm"] is None
+
+
+def test_a_measured_apex_never_leaves_the_fields_limits():
+    assert prescribe(foot(apex=20.0)).arch_apex_pct == FIELD_LIMITS["arch_apex_pct"][0]
+
+
+def test_a_clinician_may_place_the_apex_elsewhere():
+    rx = prescribe(foot(apex=111.2), overrides={"arch_apex_pct": 38})
+    d = decision(rx, "arch_apex_pct")
+    assert (rx.arch_apex_pct, d.by, d.inputs["rule_value"]) == (38.0, "clinician", 42.8)
+
+
+# --- end to end: synthetic feet of known type, the bundled real scans, a foam box ---
+
+SYNTHETIC_FEET = {
+    "flat": FootShape(medial_arch_height_mm=3.0, arch_contact_width_mm=60.0,
+                      dorsal_height_mm=52.0, rearfoot_angle_deg=9.0),
+    "cavus": FootShape(medial_arch_height_mm=26.0, arch_contact_width_mm=5.0,
+                       dorsal_height_mm=78.0, rearfoot_angle_deg=-5.0),
+    "neutral": FootShape(rearfoot_angle_deg=1.0),
+}
+
+
+def scanned(shape: FootShape, *, seed: int, loading: Loading = Loading.WEIGHT_BEARING
+            ) -> Measurements:
+    """A synthetic scan under the spec's conditions, through the whole measuring pipeline."""
+    data = synthetic.synth_scan(shape, n_points=100_000, noise_mm=0.5, outlier_fraction=0.01,
+                                pose="random", seed=seed)
+    [m] = pipeline.measure_scan(scan.from_points(data.points), loading=loading)
+    return m
+
+
+@pytest.fixture(scope="module")
+def synthetic_feet() -> dict[str, Measurements]:
+    return {name: scanned(shape, seed=20 + i)
+            for i, (name, shape) in enumerate(SYNTHETIC_FEET.items())}
+
+
+@pytest.mark.parametrize(("name", "arch", "rearfoot"), [
+    ("flat", ArchType.LOW, RearfootType.PRONATED), ("cavus", ArchType.HIGH, RearfootType.SUPINATED),
+    ("neutral", ArchType.NORMAL, RearfootType.NEUTRAL)])
+def test_the_synthetic_feet_are_the_type_their_truth_says(synthetic_feet, name, arch, rearfoot):
+    truth = synthetic.truth(SYNTHETIC_FEET[name])
+    expected = classify(truth, scan_kind=ScanKind.FULL, loading=Loading.WEIGHT_BEARING,
+                        params=params.defaults())
+    c = synthetic_feet[name].classification
+    assert (expected.arch, expected.rearfoot) == (c.arch, c.rearfoot) == (arch, rearfoot)
+
+
+def test_a_flat_pronated_foot_gets_a_raised_arch_a_medial_flange_and_a_medial_post(
+        synthetic_feet):
+    m = synthetic_feet["flat"]
+    rx = prescribe(m)
+    p = params.defaults()
+    rise = min(p.arch.target_mm - m.medial_arch_height_mm, p.arch.comfort_cap_mm)
+    assert rx.arch_support_height_mm == pytest.approx(m.medial_arch_height_mm + rise, abs=0.051)
+    assert rise > 4.0 and decision(rx, "arch_support_height_mm").rule == "arch.low_raise"
+    assert rx.medial_flange_mm == p.arch.medial_flange_mm > 0
+    truth = synthetic.truth(SYNTHETIC_FEET["flat"])["rearfoot_angle_deg"]  # ≈ 9° everted
+    assert rx.rearfoot_post_deg == pytest.approx(truth - p.classification.pronated_deg, abs=1.0)
+    assert rx.medial_skive_mm == pytest.approx(truth - p.skive.start_deg, abs=1.0)
+    assert rx.heel_cup_depth_mm == p.heel_cup.deep_mm  # skive + post > 5 (Huppin)
+    assert (rx.forefoot_post_deg, rx.lateral_flange_mm, rx.first_ray_cutout) == (0.0, 0.0, False)
+    assert rx.top_cover_mm == p.device.top_cover_mm
+    assert rx.device_length is DeviceLength.THREE_QUARTER
+
+
+def test_a_cavus_foot_gets_total_contact_a_lateral_forefoot_post_and_cushioning(
+        synthetic_feet):
+    m = synthetic_feet["cavus"]
+    rx = prescribe(m)
+    p = params.defaults()
+    assert rx.arch_support_height_mm == m.medial_arch_height_mm  # follows the scanned sole
+    assert decision(rx, "arch_support_height_mm").rule == "arch.total_contact"
+    assert rx.forefoot_post_deg == -p.cavus.forefoot_post_deg < 0
+    assert rx.first_ray_cutout and rx.lateral_flange_mm == p.cavus.lateral_flange_mm > 0
+    assert rx.top_cover_mm == p.cavus.top_cover_mm > p.device.top_cover_mm
+    assert rx.softer_zones == ("heel", "forefoot")
+    assert rx.medial_flange_mm == 0.0 and rx.medial_skive_mm == 0.0
+    truth = synthetic.truth(SYNTHETIC_FEET["cavus"])["rearfoot_angle_deg"]  # ≈ 5° inverted
+    assert rx.rearfoot_post_deg == pytest.approx(truth - p.classification.supinated_deg,
+                                                 abs=1.0)
+    assert rx.device_length is DeviceLength.SULCUS  # the forefoot post reaches the heads
+
+
+def test_a_neutral_foot_gets_a_total_contact_device_without_posting(synthetic_feet):
+    m = synthetic_feet["neutral"]
+    rx = prescribe(m)
+    expected = NEUTRAL | {"arch_support_height_mm": m.medial_arch_height_mm,
+                          "arch_apex_pct": rx.arch_apex_pct}  # the apex: its own test
+    assert {name: getattr(rx, name) for name in expected} == expected
+    assert rx.warnings == ()
+
+
+@pytest.mark.parametrize("name", list(SYNTHETIC_FEET))
+def test_the_arch_apex_of_a_synthetic_foot_comes_from_its_crest(synthetic_feet, name):
+    truth = synthetic.truth(SYNTHETIC_FEET[name])
+    rx = prescribe(synthetic_feet[name])
+    expected = 100.0 * truth["medial_arch_apex_x_mm"] / truth["foot_length_mm"]
+    assert rx.arch_apex_pct == pytest.approx(expected, abs=2.0)
+    assert decision(rx, "arch_apex_pct").rule == "arch.apex_measured"
+
+
+@pytest.fixture(scope="module")
+def real_feet() -> dict[str, Measurements]:
+    out = {}
+    for name in ("techmed3d_plantar_right.obj", "find_template_left.obj"):
+        [out[name]] = pipeline.measure_scan(scan.read(SCANS / name))
+    return out
+
+
+@pytest.mark.parametrize("name", ["techmed3d_plantar_right.obj", "find_template_left.obj"])
+def test_the_bundled_real_scans_get_a_plausible_device(real_feet, name):
+    m = real_feet[name]
+    rx = prescribe(m)
+    p = params.defaults()
+    for field, (low, high) in FIELD_LIMITS.items():
+        value = getattr(rx, field)
+        assert value is None or low <= value <= high, (field, value)
+    assert -p.supinated_post.cap_deg <= rx.rearfoot_post_deg <= p.rearfoot_post.cap_deg
+    assert 0.0 <= rx.medial_skive_mm <= p.skive.cap_mm
+    assert rx.heel_cup_depth_mm in (p.heel_cup.standard_mm, p.heel_cup.with_skive_mm,
+                                    p.heel_cup.deep_mm)
+    assert 35.0 <= rx.arch_apex_pct <= 50.0  # the navicular region
+    assert decision(rx, "arch_apex_pct").rule == "arch.apex_measured"
+    scanned_arch = m.medial_arch_height_mm
+    assert scanned_arch <= rx.arch_support_height_mm <= scanned_arch + p.arch.comfort_cap_mm
+    # The device is the kind its classes call for.
+    assert m.classification.arch is not None and m.classification.rearfoot is not None
+    assert (rx.medial_flange_mm > 0) == (m.classification.arch is ArchType.LOW)
+    assert (rx.forefoot_post_deg < 0) == (m.classification.arch is ArchType.HIGH)
+    assert (rx.rearfoot_post_deg > 0) == (m.classification.rearfoot is RearfootType.PRONATED)
+    bibliography = params.bibliography()
+    assert all(d.source in bibliography for d in rx.decisions)
+    json.dumps(rx.to_dict())
+
+
+def test_a_foam_box_plantar_scan_gets_no_arch_class_and_the_decision_says_why():
+    m = scanned(FootShape(scan_kind=ScanKind.PLANTAR, medial_arch_height_mm=5.0,
+                          arch_contact_width_mm=55.0), seed=30, loading=Loading.FOAM_BOX)
+    assert m.arch_index is not None and m.classification.arch is None
+    rx = prescribe(m)
+    d = decision(rx, "arch_support_height_mm")
+    assert d.rule == "arch.total_contact" and rx.arch_support_height_mm == m.medial_arch_height_mm
+    assert "not classified" in d.reason and NOT_APPLICABLE in d.reason
+    assert d.inputs["arch"] is None and d.inputs["arch_reason"] == NOT_APPLICABLE
+    assert any("arch not classified" in w for w in rx.warnings)
+    assert (rx.medial_flange_mm, rx.forefoot_post_deg, rx.lateral_flange_mm) == (0.0, 0.0, 0.0)
+
+
+def test_a_foam_box_full_scan_takes_its_arch_class_from_the_ahi():
+    m = scanned(SYNTHETIC_FEET["flat"], seed=31, loading=Loading.FOAM_BOX)
+    c = m.classification
+    assert (c.arch, c.arch_driver) == (ArchType.LOW, "arch_height_index")
+    assert decision(prescribe(m), "arch_support_height_mm").rule == "arch.low_raise"
+
+
+# --- the command ---
+
+def test_prescribe_command_json_with_clinician_inputs(capsys):
+    code = main(["prescribe", str(SCANS / "techmed3d_plantar_right.obj"), "--json",
+                 "--lld-mm", "10", "--short-side", "right", "--set", "right.medial_skive_mm=2"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    rx = json.loads(out)
+    assert (rx["side"], rx["heel_lift_mm"], rx["lift_extent"]) == ("right", 6.0, "heel")
+    [skive] = [d for d in rx["decisions"] if d["field"] == "medial_skive_mm"]
+    assert (skive["value"], skive["rule"], skive["by"]) == (2.0, "clinician override",
+                                                             "clinician")
+
+
+@pytest.mark.parametrize(("args", "fragment"), [
+    (["--set", "arch.nope=1"], "unknown key 'arch.nope'"),
+    (["--set", "right.rearfoot_post_deg=40"], "outside the device's limits"),
+    (["--set", "classification.pronated_deg=12"], "need skive.start_deg >="),
+    (["--lld-kind", "anatomical"], "'structural', 'functional'"),
+])
+def test_prescribe_command_refuses_bad_inputs_with_exit_2(capsys, args, fragment):
+    code = main(["prescribe", str(SCANS / "techmed3d_plantar_right.obj"), *args])
+    _, err = capsys.readouterr()
+    assert code == 2 and fragment in err and "Traceback" not in err

@@ -64,6 +64,21 @@ def test_a_flat_arch_stands_on_the_whole_midfoot():
     assert flat["medial_arch_height_mm"] < 2.0
 
 
+@pytest.mark.parametrize("arch", [2.0, 14.0, 26.0])
+def test_the_arch_apex_is_the_middle_of_the_vaults_plateau(arch):
+    """The vault rises to its full height over 38–46 % of the construction length and is
+    symmetric enough about it that its crest's centroid lies near 42 %FL."""
+    t = syn.truth(FootShape(medial_arch_height_mm=arch))
+    assert 0.38 <= t["medial_arch_apex_x_mm"] / t["foot_length_mm"] <= 0.48
+
+
+def test_the_arch_apex_moves_with_the_foot_length():
+    short, long = (syn.truth(FootShape(foot_length_mm=v, ball_width_mm=0.4 * v,
+                                       dorsal_height_mm=0.25 * v)) for v in (230.0, 300.0))
+    ratio = long["medial_arch_apex_x_mm"] / short["medial_arch_apex_x_mm"]
+    assert ratio == pytest.approx(300.0 / 230.0, rel=0.03)
+
+
 def test_default_foot_is_a_normal_adult_foot():
     t = syn.truth(DEFAULT)
     assert t["foot_length_mm"] == pytest.approx(260.0, abs=1e-9)
