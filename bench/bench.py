@@ -10,6 +10,7 @@ before the stages, which are timed after imports, as the targets state.
 from __future__ import annotations
 
 import argparse
+import resource
 import statistics
 import sys
 import tempfile
@@ -23,6 +24,10 @@ TARGETS = {
     "frame": None,
     "ingest+clean+frame": 1.0,
     "normals+poisson": 3.0,
+    "insole": 3.0,  # build + validate + write STL, STEP, 3MF
+    "measure": 1.0,
+    "file->measurements": 1.0,
+    "report (one foot)": 1.5,
 }
 
 
@@ -35,13 +40,41 @@ def _median_time(fn, repeat: int):
     return statistics.median(times), result
 
 
+def _report_time(foot, out: Path, repeat: int) -> float:
+    """Median time of write_report for one foot, its insole built beforehand (not timed)."""
+    from orthocad import insole, measure, prescribe, report, surface
+
+    plantar, measured = surface.plantar(foot), measure.measure(foot)
+    rx = prescribe.prescribe(measured)
+    built = insole.build_insole(foot, rx, plantar=plantar, measurements=measured)
+    case = report.CaseReport("bench", (report.FootReport(foot, plantar, measured, rx, built),))
+    return _median_time(lambda: report.write_report(case, out), repeat)[0]
+
+
+def _insole_time(foot, out: Path, repeat: int) -> float:
+    """Median time to build, validate and write (STL, STEP, 3MF) one insole; inputs not timed."""
+    from orthocad import export, insole, measure, prescribe, surface
+    from orthocad._native import cadquery
+
+    cadquery()  # imported before the clock starts
+    plantar, measured = surface.plantar(foot), measure.measure(foot)
+    rx = prescribe.prescribe(measured)
+
+    def stage():
+        built = insole.build_insole(foot, rx, plantar=plantar, measurements=measured)
+        return export.export_insole(built, out, stem="foot", plantar=plantar, prescription=rx,
+                                    measurements=measured, force=True)
+
+    return _median_time(stage, repeat)[0]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--points", type=int, default=200_000)
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
 
-    from orthocad import frame, scan, surface, synthetic
+    from orthocad import frame, measure, scan, surface, synthetic
     from orthocad._native import open3d
 
     open3d()
@@ -62,6 +95,10 @@ def main() -> int:
         medians["frame"], framed = _median_time(lambda: frame.canonical(cleaned), args.repeat)
         medians["ingest+clean+frame"] = medians["ingest"] + medians["clean"] + medians["frame"]
         medians["normals+poisson"], _ = _median_time(lambda: surface.mesh(framed), args.repeat)
+        medians["insole"] = _insole_time(framed, Path(tmp) / "insole", args.repeat)
+        medians["measure"], _ = _median_time(lambda: measure.measure(framed), args.repeat)
+        medians["file->measurements"] = medians["ingest+clean+frame"] + medians["measure"]
+        medians["report (one foot)"] = _report_time(framed, Path(tmp) / "case", args.repeat)
 
     missed = 0
     print(
@@ -73,6 +110,8 @@ def main() -> int:
         if target is not None and seconds > target:
             flag, missed = "  MISSED", missed + 1
         print(f"{stage:<22} {seconds:>9.3f} {target if target else '':>9}{flag}")
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    print(f"peak memory of the whole run: {peak_mb:.0f} MB")
     return 1 if missed else 0
 
 
