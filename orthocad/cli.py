@@ -18,7 +18,7 @@ import typer
 from typer.exceptions import TyperException
 
 from orthocad import __version__
-from orthocad.enums import Loading, Side, Units
+from orthocad.enums import LldKind, Loading, OutputFrame, Side, Units
 from orthocad.errors import ExitCode, OrthocadError
 
 EXIT_CODES_HELP = (
@@ -56,6 +56,15 @@ SetOpt = Annotated[
     typer.Option(
         "--set", help="Override [left.|right.]key=value (a parameter or a prescription field)."
     ),
+]
+LldMmOpt = Annotated[
+    float, typer.Option("--lld-mm", min=0, help="Leg-length discrepancy (mm).")
+]
+ShortSideOpt = Annotated[
+    Side | None, typer.Option("--short-side", help="Which leg is short (left or right).")
+]
+LldKindOpt = Annotated[
+    LldKind, typer.Option("--lld-kind", help="Structural (lift) or functional (treat the cause).")
 ]
 ForceOpt = Annotated[
     bool, typer.Option("--force", help="Process a scan that fails the quality gate (marked).")
@@ -124,11 +133,14 @@ def synth(
     out: Annotated[Path, typer.Option("--out", help="Folder for the PLY scans and truth JSON.")],
     n: Annotated[int, typer.Option("--n", min=1, max=10_000, help="How many feet.")] = 5,
     seed: Annotated[int, typer.Option("--seed", help="Random seed (same seed, same feet).")] = 1,
+    pair: Annotated[
+        bool, typer.Option("--pair", help="Each foot as a left and a right scan of one person.")
+    ] = False,
 ):
     """Write synthetic feet (PLY) with their exact measurements (truth JSON)."""
     from orthocad.synthetic import write_synthetic
 
-    for path in write_synthetic(out, n=n, seed=seed):
+    for path in write_synthetic(out, n=n, seed=seed, pair=pair):
         typer.echo(str(path))
 
 
@@ -212,15 +224,9 @@ def prescribe(
     loading: LoadingOpt = Loading.WEIGHT_BEARING,
     params: ParamsOpt = None,
     sets: SetOpt = None,
-    lld_mm: Annotated[
-        float, typer.Option("--lld-mm", min=0, help="Leg-length discrepancy (mm).")
-    ] = 0.0,
-    short_side: Annotated[
-        Side | None, typer.Option("--short-side", help="Which leg is short (left or right).")
-    ] = None,
-    lld_kind: Annotated[
-        str, typer.Option("--lld-kind", help="structural or functional.")
-    ] = "structural",
+    lld_mm: LldMmOpt = 0.0,
+    short_side: ShortSideOpt = None,
+    lld_kind: LldKindOpt = LldKind.STRUCTURAL,
     force: ForceOpt = False,
     as_json: JsonOpt = False,
 ):
@@ -228,14 +234,10 @@ def prescribe(
     from orthocad import prescribe as rx
 
     results, p, overrides = _measurements(scan, side, units, loading, params, sets, force)
-    try:
-        kind = rx.LldKind(lld_kind)
-    except ValueError:
-        raise typer.BadParameter("--lld-kind is structural or functional") from None
     short = None if short_side in (None, Side.AUTO) else short_side
     devices = [
         rx.prescribe(
-            m, lld_mm=lld_mm, short_side=short, lld_kind=kind, params=p, overrides=overrides
+            m, lld_mm=lld_mm, short_side=short, lld_kind=lld_kind, params=p, overrides=overrides
         )
         for m in results
     ]
@@ -257,6 +259,54 @@ def prescribe(
         console.print(table)
         for warning in device.warnings:
             console.print(f"[bold yellow]warning[/]: {warning}")
+
+
+@app.command()
+def sweep(
+    scans: Annotated[list[Path], typer.Argument(help="One or more foot scans.")],
+    vary: Annotated[
+        list[str],
+        typer.Option("--vary", help="GROUP.FIELD=v1,v2,... (repeatable: the cartesian product)."),
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Folder for sweep.csv and the plots.")],
+    side: SideOpt = Side.AUTO,
+    units: UnitsOpt = Units.AUTO,
+    loading: LoadingOpt = Loading.WEIGHT_BEARING,
+    params: ParamsOpt = None,
+    sets: SetOpt = None,
+    lld_mm: LldMmOpt = 0.0,
+    short_side: ShortSideOpt = None,
+    lld_kind: LldKindOpt = LldKind.STRUCTURAL,
+    geometry: Annotated[
+        bool,
+        typer.Option("--geometry", help="Also build each insole (~0.5 s each): height, volume."),
+    ] = False,
+    force: ForceOpt = False,
+):
+    """Vary rule parameters over scans: a CSV row per foot and variant, a plot per parameter."""
+    from orthocad import params as params_module
+    from orthocad import sweep as sweep_module
+    from orthocad.prescribe import parse_overrides
+
+    grid = sweep_module.parse_vary(vary, geometry=geometry)
+    overrides = parse_overrides(sets or [])
+    base = params_module.load(params) if params else None
+    sweep_module.check_variants(grid, params=base, overrides=overrides)
+    feet = sweep_module.load_feet(
+        scans, units=units, side=side, loading=loading, params=base, overrides=overrides,
+        force=force,
+    )
+    rows = sweep_module.run_sweep(
+        feet, grid, params=base, overrides=overrides, lld_mm=lld_mm,
+        short_side=None if short_side in (None, Side.AUTO) else short_side, lld_kind=lld_kind,
+        geometry=geometry,
+    )
+    written = sweep_module.write_sweep(rows, grid, out)
+    typer.echo(f"{written['csv']}: {len(rows)} rows ({len(feet)} "
+               f"{'foot' if len(feet) == 1 else 'feet'} × {len(rows) // len(feet)} variants)")
+    for key in grid:
+        moved = sweep_module.moved_fields(rows, grid, key)
+        typer.echo(f"{written[key]}: {key} moved {', '.join(moved) if moved else 'nothing'}")
 
 
 @app.command("params")
@@ -281,6 +331,236 @@ def params_command(
         typer.echo(f"{check}: valid")
     else:
         raise typer.BadParameter("give --dump, --schema or --check FILE")
+
+
+@app.command("plate")
+def plate_command(
+    folder: Annotated[
+        Path, typer.Argument(help="Finished insoles: <case>_left.stl, <case>_right.stl, any depth.")
+    ],
+    bed: Annotated[str, typer.Option("--bed", help="Printer bed WIDTHxDEPTH in mm, e.g. 380x284.")],
+    gap: Annotated[
+        float, typer.Option("--gap", min=0, help="Space between parts and to the bed's edge, mm.")
+    ] = 4.0,
+    out: Annotated[
+        Path, typer.Option("--out", help="Folder for plate_NN.3mf and plates.csv.")
+    ] = Path("plates"),
+):
+    """Nest finished insoles onto as few build plates as possible: a 3MF per plate and a CSV."""
+    from orthocad import plate as plate_module
+
+    done = plate_module.plate_folder(
+        folder, bed_mm=plate_module.parse_bed(bed), gap_mm=gap, out=out
+    )
+    packing = done.packing
+    for plate, path in zip(packing.plates, done.plates, strict=True):
+        names = ", ".join(p.part.name for p in plate.placements)
+        typer.echo(f"{path}: {len(plate.placements)} parts, {plate.fill:.0%} of the bed: {names}")
+    placed = sum(len(plate.placements) for plate in packing.plates)
+    typer.echo(f"{placed} parts on {len(packing.plates)} plates (at least {packing.area_bound} "
+               f"by area); list: {done.csv}")
+    for case_id, reason in packing.split:
+        typer.echo(f"{case_id}: left and right on different plates: {reason}")
+    for miss in packing.unplaced:
+        typer.echo(f"orthocad: {miss.part.name} not placed: {miss.reason}", err=True)
+    if packing.unplaced:
+        raise typer.Exit(ExitCode.REJECTED)
+
+
+@app.command()
+def signoff(
+    out_dir: Annotated[Path, typer.Argument(help="A case's output folder (--out of run).")],
+    by: Annotated[
+        str | None, typer.Option("--by", help="Who approves the files (the clinician).")
+    ] = None,
+    note: Annotated[str | None, typer.Option("--note", help="A note kept with it.")] = None,
+    check: Annotated[
+        bool, typer.Option("--check", help="Verify the files against the sign-off (3: changed).")
+    ] = False,
+):
+    """Sign off a case's output files (who approved which), or check them against it."""
+    from orthocad import signoff as signoff_module
+    from orthocad.errors import RejectedError
+
+    if check == (by is not None) or (check and note is not None):
+        raise typer.BadParameter("give --by NAME [--note TEXT] to sign off, or --check alone")
+    if check:
+        result = signoff_module.check(out_dir)
+        record = result.signoff
+        if not result.ok:
+            raise RejectedError(
+                f"{out_dir}: the files differ from what {record.by} signed off at "
+                f"{record.time_utc}: {'; '.join(result.problems())}; review the case and "
+                "sign it off again"
+            )
+        typer.echo(f"{out_dir}: all {len(record.files)} files as {record.by} signed them off "
+                   f"at {record.time_utc}")
+        return
+    path = signoff_module.sign(out_dir, by=by, note=note)
+    typer.echo(f"{path}: {len(signoff_module.read(out_dir).files)} files signed off")
+
+
+@app.command()
+def insole(
+    scan: ScanArg,
+    out: Annotated[Path, typer.Option("--out", help="Folder for the insole files.")],
+    side: SideOpt = Side.AUTO,
+    units: UnitsOpt = Units.AUTO,
+    loading: LoadingOpt = Loading.WEIGHT_BEARING,
+    params: ParamsOpt = None,
+    sets: SetOpt = None,
+    lld_mm: LldMmOpt = 0.0,
+    short_side: ShortSideOpt = None,
+    lld_kind: LldKindOpt = LldKind.STRUCTURAL,
+    output_frame: Annotated[
+        OutputFrame,
+        typer.Option("--frame", help="canonical: ready to print; scan: the scan's coordinates."),
+    ] = OutputFrame.CANONICAL,
+    case_id: Annotated[
+        str | None,
+        typer.Option("--case-id", help="Case id for the files' metadata (default: file stem)."),
+    ] = None,
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Process a scan failing the quality gate and write insoles "
+                     "failing validation (marked; exit 3 still reports the failure)."),
+    ] = False,
+):
+    """Build each foot's insole: validated STL, STEP and 3MF, prescription and validation JSON."""
+    from orthocad import params as params_module
+    from orthocad.errors import RejectedError
+    from orthocad.pipeline import make_insoles
+    from orthocad.prescribe import parse_overrides
+
+    results = make_insoles(
+        scan, out, side=side, units=units, loading=loading,
+        params=params_module.load(params) if params else None,
+        overrides=parse_overrides(sets or []), lld_mm=lld_mm, short_side=short_side,
+        lld_kind=lld_kind, output_frame=output_frame, force=force, case_id=case_id,
+    )
+    for result in results:
+        for path in result.paths:
+            typer.echo(str(path))
+        v = result.validation
+        typer.echo(f"{result.foot.side.value}: validation "
+                   f"{'passed' if v.passed else 'FAILED, forced'} ({len(v.checks)} checks)")
+    forced = [r for r in results if not r.validation.passed]
+    if forced:  # written, marked; the exit code still reports the failure
+        raise RejectedError("; ".join(
+            f"{scan.name} ({r.foot.side.value} foot): the insole fails validation: "
+            f"{r.validation.reasons()}; written anyway, marked (--force)" for r in forced))
+
+@app.command()
+def run(
+    scan: Annotated[
+        Path | None, typer.Argument(help="A scan whose side(s) are detected (one foot or both).")
+    ] = None,
+    left: Annotated[Path | None, typer.Option("--left", help="Scan of the left foot.")] = None,
+    right: Annotated[Path | None, typer.Option("--right", help="Scan of the right foot.")] = None,
+    case_id: Annotated[
+        str | None,
+        typer.Option("--case-id", help="Opaque case id (never a patient name); "
+                     "default: case- and the first scan's SHA-256 prefix."),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Case folder (default: outputs/CASE_ID).")
+    ] = None,
+    units: UnitsOpt = Units.AUTO,
+    loading: LoadingOpt = Loading.WEIGHT_BEARING,
+    params: ParamsOpt = None,
+    sets: SetOpt = None,
+    lld_mm: LldMmOpt = 0.0,
+    short_side: ShortSideOpt = None,
+    lld_kind: LldKindOpt = LldKind.STRUCTURAL,
+    output_frame: Annotated[
+        OutputFrame,
+        typer.Option("--frame", help="canonical: ready to print; scan: the scan's coordinates."),
+    ] = OutputFrame.CANONICAL,
+    trust_sides: Annotated[
+        bool, typer.Option("--trust-sides", help="Take --left/--right as given, even when a "
+                           "scan looks like the other foot.")
+    ] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Write devices whose scan or insole fails a check "
+                           "(marked).")
+    ] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log each stage.")] = False,
+):
+    """Scans to a validated pair of insoles, with the report to check and sign off."""
+    from orthocad import run as run_module
+    from orthocad.prescribe import parse_overrides
+
+    inputs = run_module.CaseInputs(
+        case_id=case_id or _default_case_id(scan or left or right),
+        left=left, right=right, scan=scan, lld_mm=lld_mm,
+        short_side=None if short_side in (None, Side.AUTO) else short_side, lld_kind=lld_kind,
+        loading=loading, units=units, params_file=params,
+        overrides=parse_overrides(sets or []), trust_sides=trust_sides, force=force,
+        output_frame=output_frame,
+    )
+    target = out or Path("outputs") / inputs.case_id
+    with _progress(quiet=quiet, verbose=verbose) as progress:
+        result = run_module.run_case(inputs, target, progress=progress)
+    for foot in result.feet:
+        m, rx = foot.measurements, foot.prescription
+        c = m.classification
+        typer.echo(
+            f"{foot.foot.side.value}: foot {m.foot_length_mm:.1f} mm, arch {_fmt(c.arch)}, "
+            f"rearfoot {_fmt(c.rearfoot)} -> {rx.device_length.value} device, rearfoot post "
+            f"{rx.rearfoot_post_deg:+.1f} deg, heel lift {rx.heel_lift_mm:.1f} mm; validation "
+            f"{'passed' if foot.validation.passed else 'FAILED (forced)'}")
+    for warning in result.warnings:
+        typer.echo(f"warning: {warning}", err=True)
+    typer.echo(f"report: {result.report}")
+    if verbose:
+        for stage, seconds in result.timings_s.items():
+            typer.echo(f"  {stage:<24} {seconds:7.3f} s", err=True)
+
+
+def _default_case_id(path: Path | None) -> str:
+    """``case-`` and the scan's SHA-256 prefix: opaque, and the same for the same scan."""
+    import hashlib
+
+    if path is None:
+        from orthocad.errors import InputError
+
+        raise InputError("no scan given: pass --left and/or --right, or one SCAN")
+    try:
+        with open(path, "rb") as fh:
+            return "case-" + hashlib.file_digest(fh, "sha256").hexdigest()[:12]
+    except OSError as error:
+        from orthocad.errors import ScanReadError
+
+        raise ScanReadError(f"{path}: cannot read it ({error.strerror}); check the path") from None
+
+
+class _progress:
+    """Rich progress per stage on a terminal; nothing when piped or ``--quiet``; logs with -v."""
+
+    def __init__(self, *, quiet: bool, verbose: bool) -> None:
+        self.live = None if quiet or not sys.stderr.isatty() else True
+        self.verbose = verbose
+        self.status = None
+
+    def __enter__(self):
+        if self.live:
+            from rich.console import Console
+
+            self.status = Console(stderr=True).status("starting")
+            self.status.__enter__()
+        return self
+
+    def __call__(self, stage: str, side) -> None:
+        text = stage if side is None else f"{side.value}: {stage}"
+        if self.status is not None:
+            self.status.update(text)
+        if self.verbose:
+            typer.echo(f"orthocad: {text}", err=True)
+
+    def __exit__(self, *exc) -> None:
+        if self.status is not None:
+            self.status.__exit__(*exc)
 
 
 def params_defaults():
@@ -310,7 +590,8 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args
     try:
-        app(args=args, prog_name="orthocad", standalone_mode=False)
+        # click returns a command's typer.Exit code instead of raising it when not standalone
+        code = app(args=args, prog_name="orthocad", standalone_mode=False)
     except typer.Exit as stop:
         return stop.exit_code
     except TyperException as bad_usage:  # click's usage errors, as vendored by typer
@@ -333,7 +614,7 @@ def main(argv: list[str] | None = None) -> int:
             err=True,
         )
         return ExitCode.INTERNAL
-    return ExitCode.OK
+    return code if isinstance(code, int) else ExitCode.OK
 
 
 if __name__ == "__main__":
