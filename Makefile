@@ -11,12 +11,11 @@ OUT    ?= outputs
 .PHONY: demo test setup setup-dev system-deps bench lint clean
 
 demo: setup
-	@mkdir -p $(OUT)
-	$(BIN)/orthocad info scans/techmed3d_plantar_right.obj | tee $(OUT)/info_techmed3d_plantar_right.txt
-	$(BIN)/orthocad info scans/find_template_left.obj --json > $(OUT)/info_find_template_left.json
-	$(BIN)/orthocad synth --out $(OUT)/synthetic --n 2 --seed 1
-	$(BIN)/orthocad info $(OUT)/synthetic/synth_0.ply | tee $(OUT)/info_synth_0.txt
-	@echo "demo outputs are in $(OUT)/"
+	$(BIN)/orthocad run scans/techmed3d_plantar_right.obj --case-id demo-techmed3d --out $(OUT)/demo-techmed3d
+	$(BIN)/orthocad synth --out $(OUT)/synthetic --n 1 --seed 1 --pair
+	$(BIN)/orthocad run --left $(OUT)/synthetic/synth_0_left.ply --right $(OUT)/synthetic/synth_0_right.ply \
+		--lld-mm 10 --short-side left --case-id demo-pair --out $(OUT)/demo-pair
+	@echo "reports to open: $(OUT)/demo-techmed3d/report.html $(OUT)/demo-pair/report.html"
 
 test: setup-dev system-deps
 	$(BIN)/ruff check orthocad tests bench

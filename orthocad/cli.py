@@ -418,7 +418,8 @@ def insole(
     ] = OutputFrame.CANONICAL,
     case_id: Annotated[
         str | None,
-        typer.Option("--case-id", help="Case id for the files' metadata (default: file stem)."),
+        typer.Option("--case-id", help="Case id for the files' metadata and engraving "
+                     "(default: case- and the scan's SHA-256 prefix)."),
     ] = None,
     force: Annotated[
         bool,
@@ -518,9 +519,49 @@ def run(
             typer.echo(f"  {stage:<24} {seconds:7.3f} s", err=True)
 
 
+@app.command("batch")
+def batch_command(
+    manifest: Annotated[
+        Path, typer.Argument(help="Manifest CSV: case_id, left_scan, right_scan and optional "
+                             "lld_mm, short_side, params, overrides, notes.")
+    ],
+    out: Annotated[
+        Path, typer.Option("--out", help="Folder for the case folders, summary.csv and index.html.")
+    ],
+    workers: Annotated[
+        int | None, typer.Option("--workers", min=1, help="Local worker processes, one thread "
+                                 "each (default: one per core).")
+    ] = None,
+    scheduler: Annotated[
+        str | None, typer.Option("--scheduler", help="A running Dask cluster, tcp://HOST:8786 "
+                                 "(scans and --out on storage every worker sees).")
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Redo cases already done with the same inputs.")
+    ] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
+):
+    """Run every case of a manifest on Dask: one bad case never stops the others; resumable."""
+    from orthocad import batch as batch_module
+    from orthocad.enums import CaseStatus
+
+    with _batch_progress(quiet=quiet) as progress:
+        result = batch_module.run_batch(manifest, out, workers=workers, scheduler=scheduler,
+                                        force=force, progress=progress)
+    typer.echo(f"{len(result.outcomes)} cases: {result.count(CaseStatus.OK)} ok, "
+               f"{result.count(CaseStatus.SKIPPED)} skipped (done before), "
+               f"{len(result.failed)} failed; summary: {result.summary}; index: {result.index}")
+    for outcome in result.failed:
+        typer.echo(f"orthocad: {outcome.case_id} failed: {outcome.error}", err=True)
+    if result.failed:
+        raise typer.Exit(result.exit_code)
+
+
 def _default_case_id(path: Path | None) -> str:
-    """``case-`` and the scan's SHA-256 prefix: opaque, and the same for the same scan."""
+    """The case id of a scan given without one (:func:`orthocad.pipeline.default_case_id`)."""
     import hashlib
+
+    from orthocad.pipeline import default_case_id
 
     if path is None:
         from orthocad.errors import InputError
@@ -528,7 +569,7 @@ def _default_case_id(path: Path | None) -> str:
         raise InputError("no scan given: pass --left and/or --right, or one SCAN")
     try:
         with open(path, "rb") as fh:
-            return "case-" + hashlib.file_digest(fh, "sha256").hexdigest()[:12]
+            return default_case_id(hashlib.file_digest(fh, "sha256").hexdigest())
     except OSError as error:
         from orthocad.errors import ScanReadError
 
@@ -561,6 +602,51 @@ class _progress:
     def __exit__(self, *exc) -> None:
         if self.status is not None:
             self.status.__exit__(*exc)
+
+
+class _batch_progress:
+    """A live bar of a batch's cases on a terminal (stderr); nothing when piped or ``--quiet``."""
+
+    def __init__(self, *, quiet: bool) -> None:
+        self.live = not quiet and sys.stderr.isatty()
+        self.bar = None
+        self.task = None
+        self.started = 0.0
+
+    def __enter__(self):
+        if self.live:
+            import time
+
+            from rich import progress as bars
+            from rich.console import Console
+
+            self.bar = bars.Progress(
+                bars.TextColumn("cases"), bars.BarColumn(), bars.MofNCompleteColumn(),
+                bars.TextColumn("{task.fields[detail]}"), bars.TimeElapsedColumn(),
+                console=Console(stderr=True))
+            self.bar.__enter__()
+            self.task = self.bar.add_task("cases", total=None, detail="starting the workers")
+            self.started = time.monotonic()
+        return self
+
+    def __call__(self, tally, outcome) -> None:
+        if self.bar is None:
+            return
+        import time
+
+        # rate and ETA from the cases run now: skipped ones take no time
+        run = tally.ok + tally.failed
+        minutes = (time.monotonic() - self.started) / 60.0
+        rate = run / minutes if run and minutes > 0 else None
+        eta = f", ETA {tally.remaining / rate:.1f} min" if rate and tally.remaining else ""
+        speed = f", {rate:.1f} cases/min{eta}" if rate else ""
+        self.bar.update(self.task, total=tally.total, completed=tally.done, detail=(
+            f"{tally.ok} ok, {tally.skipped} skipped, {tally.failed} failed, "
+            f"{tally.remaining} left{speed}"))
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(*exc)
 
 
 def params_defaults():

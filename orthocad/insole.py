@@ -100,6 +100,7 @@ import numpy as np
 from orthocad.enums import Construction, Side
 from orthocad.errors import InputError, OrthocadError
 from orthocad.prescribe import DeviceLength, LiftExtent
+from orthocad.quality import PLANTAR_NZ
 
 if TYPE_CHECKING:
     import trimesh
@@ -135,6 +136,8 @@ _PIECE_MM = 45.0  # an open boundary arc is split into spline pieces about this 
 _SOLE_SIGMA_MM = 2.5  # Gaussian smoothing of the scanned sole
 _SPIKE_MM = 11.0  # sole grid: bumps narrower than this …
 _SPIKE_RISE_MM = 2.0  # … and higher than this over their surroundings are removed
+_PLANTAR_SLOPE = math.tan(math.acos(-PLANTAR_NZ))  # the sole is no steeper than this (60 deg)
+_WALL_REACH_MM = 20.0  # how far from a lower sole a wall is cut down to that slope
 _TOP_SIGMA_MM = 1.5  # light smoothing of the shaped top (rounds the cup's rim and the max kinks)
 _CUP_WALL_MM = 16.0  # the heel-cup wall rises over this band inside the outline …
 _CUP_RIM_MM = 2.0  # … up to a flat rim this wide at the outline
@@ -489,11 +492,30 @@ def _sole(plantar: Plantar, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
     size = max(3, int(round(_SPIKE_MM / plantar.step_mm)) | 1)
     opened = ndimage.grey_opening(filled, size=(size, size), mode="nearest")
     filled = np.where(filled - opened > _SPIKE_RISE_MM, opened, filled)
+    filled = _plantar_only(filled, plantar.step_mm)
     filled = ndimage.gaussian_filter(filled, _SOLE_SIGMA_MM / plantar.step_mm, mode="nearest")
     X, Y = np.meshgrid(xs, ys)
     step = plantar.step_mm
     coords = np.stack([(Y - plantar.y0_mm) / step, (X - plantar.x0_mm) / step])
     return ndimage.map_coordinates(filled, coords, order=1, mode="nearest")
+
+
+def _plantar_only(z_mm: np.ndarray, step_mm: float) -> np.ndarray:
+    """The sole grid with what rises steeper than the plantar surface cut down to that slope.
+
+    The silhouette takes in the foot's side up to 40 mm (the medial arch's
+    wall, the heel's sides), and the lower envelope there is that wall. The
+    spec's plantar surface faces down (outward normal n_z < −0.5, no steeper
+    than 60°): the top follows the sole, not the wall. A grey erosion with a
+    cone of that slope (min over q of z(q) + slope·|p − q|) caps every rise
+    at it; the heel cup and the flanges are the device's own walls.
+    """
+    from scipy import ndimage
+
+    reach = int(np.ceil(_WALL_REACH_MM / step_mm))
+    dy, dx = np.mgrid[-reach:reach + 1, -reach:reach + 1]
+    cone = -_PLANTAR_SLOPE * step_mm * np.hypot(dx, dy)
+    return ndimage.grey_erosion(z_mm, structure=cone, mode="nearest")
 
 
 def _edges_per_x(outline: np.ndarray, xs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -313,9 +313,11 @@ class Insole(Group):
         doc="Absolute chord tolerance of the triangle mesh (STL, 3MF); printers resolve "
             "about 0.1 mm.")
     max_height_mm: float = param(
-        40.0, unit="mm", ge=10.0, le=80.0, source="orthocad_insole",
+        45.0, unit="mm", ge=10.0, le=80.0, source="orthocad_insole",
         doc="Tallest the device may stand above the shoe floor (heel-cup rim, posts and lift "
-            "included) and still fit a shoe.")
+            "included) and still fit a shoe. A total-contact device under a high arch "
+            "(medial arch 35 mm) with a 3 mm shell stands about 40 mm tall; a shoe's heel "
+            "counter is 50-60 mm.")
     construction: Construction = choice(
         Construction.FILLED, source="pallari_2010",
         doc="filled: solid from the top surface down to the floor; shell: a uniform shell of "

@@ -211,20 +211,16 @@ def make_insoles(
     A scan failing the quality gate or an insole failing validation raises
     :class:`RejectedError` and writes nothing, unless ``force``: then every
     file is written, the failures marked. All files appear together or none.
-    ``case_id`` (default: the scan's file stem) goes into the files' metadata and is
-    engraved under the heel (``insole.engrave``).
+    ``case_id`` (default: :func:`default_case_id` of the scan) goes into the files'
+    metadata and is engraved under the heel (``insole.engrave``); never the file's
+    name, which may be a patient's.
     """
     from orthocad import export
 
     path = Path(path)
-    if case_id is None:
-        try:
-            case_id = export.check_case_id(path.stem)
-        except InputError:
-            raise InputError(f"{path.name}: the file name is no case id; pass --case-id "
-                             "(letters, digits, '.', '_' or '-')") from None
-    case_id = export.check_case_id(case_id)
-    feet = frame_feet(read_scan(path, units=units), side=side, name=path.name)
+    raw = scan.read(path, units=units)
+    case_id = export.check_case_id(case_id or default_case_id(raw.sha256))
+    feet = frame_feet(split_and_clean(raw), side=side, name=path.name)
     measured = measure_feet(feet, loading=loading, params=params, overrides=overrides,
                             force=force, name=path.name)
     designs = design_insoles(feet, measured, params=params, overrides=overrides, lld_mm=lld_mm,
@@ -239,6 +235,11 @@ def make_insoles(
             results.append(dataclasses.replace(
                 r, paths=tuple(Path(out_dir) / n.name for n in names)))
     return results
+
+
+def default_case_id(sha256: str) -> str:
+    """``case-`` and a scan's SHA-256 prefix: opaque, and the same for the same scan."""
+    return f"case-{sha256[:12]}"
 
 
 def write_foot_files(

@@ -416,8 +416,10 @@ def test_insole_command_writes_the_files(canonical_run, left_ply):
     assert code == ExitCode.OK
     assert sorted(p.name for p in out.iterdir()) == NAMES
     report = json.loads((out / "case7_left_validation.json").read_text())
-    assert report["passed"] and report["case_id"] == "case7" and report["side"] == "left"
-    assert report["scan_sha256"] == scan.read(left_ply).sha256
+    sha = scan.read(left_ply).sha256
+    # the case id defaults to the scan's hash, never its file name (a patient's, maybe)
+    assert report["passed"] and report["case_id"] == f"case-{sha[:12]}"
+    assert report["side"] == "left" and report["scan_sha256"] == sha
     rx = json.loads((out / "case7_left_prescription.json").read_text())
     assert rx["side"] == "left" and rx["shell_thickness_mm"] == 3.0
 
