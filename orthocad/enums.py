@@ -71,3 +71,11 @@ class Construction(StrEnum):
 
     FILLED = "filled"  #: solid from the top down to the floor
     SHELL = "shell"  #: a uniform shell under the top; heel and forefoot contact solid to the floor
+
+
+class CaseStatus(StrEnum):
+    """How a batch case ended."""
+
+    OK = "ok"  #: run now
+    SKIPPED = "skipped"  #: done earlier with the same inputs (counts as success)
+    FAILED = "failed"
