@@ -43,6 +43,7 @@ import math
 import os
 import shutil
 import tempfile
+import weakref
 import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
@@ -89,6 +90,7 @@ _ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # the earliest a zip entry can carry
 _NS_3MF = "http://schemas.microsoft.com/3dmanufacturing/core/2015/02"
 _NS_ORTHOCAD = "urn:orthocad:3mf:metadata"
 _MODEL_REL = "http://schemas.microsoft.com/3dmanufacturing/2013/01/3dmodel"
+_MESH_MARK = "orthocad:mesh"  # stands for the mesh's elements until the text replaces it
 
 
 # --- metadata ---------------------------------------------------------------------------------
@@ -173,13 +175,14 @@ def _atomic(path: Path) -> Iterator[Path]:
     temporary = Path(name)
     try:
         yield temporary
-        os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes it private; files are not
+        os.chmod(temporary, 0o666 & ~umask())  # mkstemp makes it private; files are not
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)
 
 
-def _umask() -> int:
+def umask() -> int:
+    """The process's file-mode creation mask (reading it means setting it back)."""
     mask = os.umask(0)
     os.umask(mask)
     return mask
@@ -231,25 +234,34 @@ def _write_step(insole: Insole, path: Path, info: FileInfo, transform: np.ndarra
     cadquery()
     from OCP.APIHeaderSection import APIHeaderSection_MakeHeader
     from OCP.IFSelect import IFSelect_RetDone
-    from OCP.Interface import Interface_Static
     from OCP.StepBasic import StepBasic_Product
     from OCP.STEPControl import STEPControl_AsIs, STEPControl_Writer
     from OCP.TCollection import TCollection_HAsciiString
 
-    shape = _moved_shape(insole.solid, transform)
-    writer = STEPControl_Writer()  # (creating it loads the STEP statics set next)
-    Interface_Static.SetCVal_s("write.step.schema", "AP214IS")
-    Interface_Static.SetCVal_s("write.step.unit", "MM")
-    if writer.Transfer(shape, STEPControl_AsIs) != IFSelect_RetDone:
-        raise OrthocadError(f"{path.name}: the insole's B-rep could not be translated to STEP; "
-                            "report this scan")
+    translated = None
+    if transform is None:
+        with contextlib.suppress(TypeError):  # no solid to refer to: the translation says why
+            translated = _STEP_TRANSLATIONS.get(insole.solid)
+    if translated is None:
+        writer = STEPControl_Writer()  # (creating it loads the STEP statics set next)
+        _step_statics()
+        if writer.Transfer(_moved_shape(insole.solid, transform),
+                           STEPControl_AsIs) != IFSelect_RetDone:
+            raise OrthocadError(f"{path.name}: the insole's B-rep could not be translated to "
+                                "STEP; report this scan")
+        model = writer.Model()
+        products = [entity for entity in map(model.Value, range(1, model.NbEntities() + 1))
+                    if isinstance(entity, StepBasic_Product)]
+        translated = (writer, products)
+        if transform is None:
+            _STEP_TRANSLATIONS[insole.solid] = translated
+    writer, products = translated
+    _step_statics()
     model = writer.Model()
     name = f"{info.case_id}_{info.side}"
-    for index in range(1, model.NbEntities() + 1):
-        entity = model.Value(index)
-        if isinstance(entity, StepBasic_Product):  # OCCT names it "... translator 7.9 <n>"
-            entity.SetName(TCollection_HAsciiString(name))
-            entity.SetId(TCollection_HAsciiString(name))
+    for product in products:  # OCCT names it "... translator 7.9 <n>"
+        product.SetName(TCollection_HAsciiString(name))
+        product.SetId(TCollection_HAsciiString(name))
     header = APIHeaderSection_MakeHeader(model)
     header.SetName(TCollection_HAsciiString(name))
     header.SetTimeStamp(TCollection_HAsciiString(_STEP_TIME))
@@ -261,6 +273,24 @@ def _write_step(insole: Insole, path: Path, info: FileInfo, transform: np.ndarra
         f"{info.params_sha256}; scan {info.scan_sha256 or 'none'}; forced {_bool(info.forced)}"))
     if writer.Write(str(path)) != IFSelect_RetDone:
         raise OSError(f"{path}: the STEP file could not be written")
+
+
+#: solid -> its STEP translation (the writer holding it, its products), kept while the solid
+#: lives: validation writes the STEP to re-import it, then the file set writes it again; only
+#: the names and the header differ (a translation written twice gives the bytes of two).
+_STEP_TRANSLATIONS: weakref.WeakKeyDictionary[Any, tuple[Any, list[Any]]] = (
+    weakref.WeakKeyDictionary())
+
+
+def _step_statics() -> None:
+    from OCP.Interface import Interface_Static
+
+    Interface_Static.SetCVal_s("write.step.schema", "AP214IS")
+    Interface_Static.SetCVal_s("write.step.unit", "MM")
+    # The file's uncertainty is the B-rep's greatest tolerance, not the average (OCCT's
+    # default): a reader held to the average re-fits the top face's trimming curves (hundreds
+    # of poles where the B-rep has 16), which makes every later volume integration 10x slower.
+    Interface_Static.SetIVal_s("write.precision.mode", 1)
 
 
 def _moved_shape(solid: Any, transform: np.ndarray | None) -> Any:
@@ -289,19 +319,21 @@ def _write_3mf(insole: Insole, path: Path, info: FileInfo, transform: np.ndarray
         etree.SubElement(model, f"{{{_NS_3MF}}}metadata", name=key).text = value
     resources = etree.SubElement(model, f"{{{_NS_3MF}}}resources")
     obj = etree.SubElement(resources, f"{{{_NS_3MF}}}object", id="1", type="model", name=name)
-    mesh = etree.SubElement(obj, f"{{{_NS_3MF}}}mesh")
-    vertex_parent = etree.SubElement(mesh, f"{{{_NS_3MF}}}vertices")
-    tag = f"{{{_NS_3MF}}}vertex"
-    for x, y, z in np.char.mod("%.5f", vertices).tolist():
-        etree.SubElement(vertex_parent, tag, x=x, y=y, z=z)
-    triangle_parent = etree.SubElement(mesh, f"{{{_NS_3MF}}}triangles")
-    tag = f"{{{_NS_3MF}}}triangle"
-    for a, b, c in faces.astype(str).tolist():
-        etree.SubElement(triangle_parent, tag, v1=a, v2=b, v3=c)
+    etree.SubElement(obj, f"{{{_NS_3MF}}}mesh").text = _MESH_MARK
+    mark = f"<mesh>{_MESH_MARK}</mesh>".encode()
     build = etree.SubElement(model, f"{{{_NS_3MF}}}build")
     etree.SubElement(build, f"{{{_NS_3MF}}}item", objectid="1")
+    # The mesh as text: what lxml writes for its elements, ten times sooner than building them.
+    mesh = "".join((
+        "<mesh><vertices>",
+        "".join(map('<vertex x="%s" y="%s" z="%s"/>'.__mod__,
+                    map(tuple, np.char.mod("%.5f", vertices).tolist()))),
+        "</vertices><triangles>",
+        "".join(map('<triangle v1="%d" v2="%d" v3="%d"/>'.__mod__, map(tuple, faces.tolist()))),
+        "</triangles></mesh>"))
+    document = etree.tostring(model, xml_declaration=True, encoding="UTF-8")
     parts = {
-        "3D/3dmodel.model": etree.tostring(model, xml_declaration=True, encoding="UTF-8"),
+        "3D/3dmodel.model": document.replace(mark, mesh.encode(), 1),
         "[Content_Types].xml": (
             b'<?xml version="1.0" encoding="UTF-8"?>\n'
             b'<Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types">'
@@ -409,10 +441,11 @@ def validate(
     (as they do to the build); without them it is read off the plantar grid.
     """
     from orthocad import params as params_module
+    from orthocad.insole import brep_volume_mm3
 
     p = params or params_module.defaults()
     checks = [_check_solid(insole.solid), _check_watertight(insole.mesh)]
-    brep_volume = _brep_volume(insole.solid.wrapped)
+    brep_volume = brep_volume_mm3(insole.solid)
     checks.append(_check_mesh_volume(float(insole.mesh.volume), brep_volume))
     checks.append(_check_step(insole, brep_volume))
     shell = prescription.shell_thickness_mm if prescription else insole.shell_thickness_mm
@@ -438,6 +471,8 @@ def _check_solid(solid: Any) -> Check:
     from OCP.TopExp import TopExp_Explorer
     from OCP.TopoDS import TopoDS
 
+    from orthocad.insole import is_valid_solid
+
     solids = solid.Solids()
     shells = []
     explorer = TopExp_Explorer(solid.wrapped, TopAbs_SHELL)
@@ -445,7 +480,7 @@ def _check_solid(solid: Any) -> Check:
         shells.append(TopoDS.Shell_s(explorer.Current()))
         explorer.Next()
     closed = len(shells) == 1 and shells[0].Closed()
-    valid = bool(solid.isValid())
+    valid = is_valid_solid(solid)
     passed = len(solids) == 1 and closed and valid
     message = (f"{len(solids)} solid(s), {len(shells)} shell(s), "
                f"{'closed' if closed else 'not one closed shell'}, "

@@ -91,6 +91,7 @@ from __future__ import annotations
 import math
 import re
 import time
+import weakref
 from dataclasses import dataclass, field, replace
 from importlib import resources
 from typing import TYPE_CHECKING, Any
@@ -314,7 +315,7 @@ def build_insole(
     solid = _solid(fields.grid, outline, ceiling=ceiling, hollow=hollow, pockets=pockets)
     if foot.mirrored:
         solid = solid.mirror("XZ")
-    if not (solid.isValid() and len(solid.Solids()) == 1):
+    if not (is_valid_solid(solid) and len(solid.Solids()) == 1):
         raise InsoleError("the insole solid is not one valid solid; report this scan")
     mesh = _mesh(solid, p.stl_tolerance_mm)
 
@@ -336,7 +337,7 @@ def build_insole(
         solid=solid, mesh=mesh, top=grid,
         bottom=HeightGrid(grid.x0_mm, grid.y0_mm, grid.step_mm, bottom),
         outline_mm=out.ring(outline), side=foot.side, device_length=rx.device_length,
-        foot_length_mm=length, volume_mm3=_volume(solid),
+        foot_length_mm=length, volume_mm3=brep_volume_mm3(solid),
         mesh_volume_mm3=float(mesh.volume), max_height_mm=float(mesh.vertices[:, 2].max()),
         min_thickness_mm=float("nan"), shell_thickness_mm=rx.shell_thickness_mm,
         rearfoot_post_lift_mm=fields.rearfoot_lift, forefoot_post_lift_mm=fields.forefoot_lift,
@@ -1434,8 +1435,8 @@ def _mesh(solid: Any, tolerance_mm: float) -> trimesh.Trimesh:
     return trimesh.Trimesh(np.vstack(vertices), np.vstack(triangles), process=True)
 
 
-def _volume(solid: Any) -> float:
-    """The B-rep's volume by adaptive integration.
+def brep_volume_mm3(solid: Any) -> float:
+    """The B-rep's volume by adaptive integration (once per shape: :func:`_solid_fact`).
 
     CadQuery's ``Volume()`` (fixed Gauss points) is ≈ 0.8 % off on the trimmed
     B-spline top; with a 1e-3 relative error bound it agrees with a 0.01 mm
@@ -1444,6 +1445,27 @@ def _volume(solid: Any) -> float:
     from OCP.BRepGProp import BRepGProp
     from OCP.GProp import GProp_GProps
 
-    props = GProp_GProps()
-    BRepGProp.VolumeProperties_s(solid.wrapped, props, 1e-3, False, False)
-    return float(props.Mass())
+    def integrate() -> float:
+        props = GProp_GProps()
+        BRepGProp.VolumeProperties_s(solid.wrapped, props, 1e-3, False, False)
+        return float(props.Mass())
+
+    return _solid_fact(solid, "volume", integrate)
+
+
+def is_valid_solid(solid: Any) -> bool:
+    """OCC's BRepCheck verdict (CadQuery's ``isValid``), once per shape (:func:`_solid_fact`)."""
+    return _solid_fact(solid, "valid", lambda: bool(solid.isValid()))
+
+
+#: solid -> what :func:`_solid_fact` computed about it, kept while the solid lives
+_SOLID_FACTS: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
+
+
+def _solid_fact(solid: Any, name: str, compute: Any) -> Any:
+    """``compute()``, remembered for the shape ``solid`` wraps: the build and the validation
+    ask the same about the same solid, and OCC takes ≈ 0.1 s to answer each time."""
+    facts = _SOLID_FACTS.setdefault(solid, {})
+    if name not in facts:
+        facts[name] = compute()
+    return facts[name]

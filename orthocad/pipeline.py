@@ -90,6 +90,14 @@ def measure_feet(
         measure(foot, loading=loading, params=params_for(foot.side, params, overrides))
         for foot in feet
     ]
+    return quality_gate(results, force=force, name=name)
+
+
+def quality_gate(
+    measured: list[Measurements], *, force: bool = False, name: str = "scan"
+) -> list[Measurements]:
+    """Refuse the first foot failing the scan-quality gate unless ``force``: then mark it."""
+    results = list(measured)
     for i, result in enumerate(results):
         if result.quality.passed:
             continue

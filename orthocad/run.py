@@ -21,16 +21,19 @@ side may hold one foot or both.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 import os
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from orthocad import __version__
 from orthocad.enums import LldKind, Loading, OutputFrame, Side, Units
@@ -38,6 +41,7 @@ from orthocad.errors import InputError
 
 if TYPE_CHECKING:
     from orthocad.frame import Foot
+    from orthocad.measure import Measurements
     from orthocad.params import Params
     from orthocad.pipeline import InsoleResult
     from orthocad.prescribe import Overrides
@@ -89,15 +93,20 @@ class CaseResult:
 
 
 def run_case(inputs: CaseInputs, out_dir: str | Path, *,
-             progress: Progress | None = None) -> CaseResult:
+             progress: Progress | None = None, parallel: bool = False) -> CaseResult:
     """Run one case into ``out_dir`` (replaced whole if it exists); see the module doc.
 
     Raises :class:`~orthocad.errors.InputError` for unusable inputs (exit 2) and
     :class:`~orthocad.errors.RejectedError` for a scan failing the quality gate
     or an insole failing validation (exit 3; with ``force`` both are written,
     marked). Nothing is written unless the whole case succeeds.
+
+    ``parallel`` reads and measures each scan in a forked process while this
+    one imports the libraries it needs next (:func:`_case_forked`; Linux,
+    outside daemonic processes, else it is ignored): the same files and the
+    same errors, sooner. It is meant for a process of its own, as the CLI's.
     """
-    from orthocad import export, pipeline
+    from orthocad import export
     from orthocad import params as params_module
 
     out = Path(out_dir)
@@ -107,24 +116,10 @@ def run_case(inputs: CaseInputs, out_dir: str | Path, *,
     started = time.perf_counter()
     params = (params_module.load(inputs.params_file) if inputs.params_file
               else params_module.defaults())
-    feet, scans = _framed_feet(inputs, step, clock)
-    step("measure", None)
-    measured = _timed(clock, "measure", pipeline.measure_feet, feet, loading=inputs.loading,
-                      params=params, overrides=inputs.overrides, force=inputs.force,
-                      name=case_id)
-    step("design", None)
-    designs = pipeline.design_insoles(
-        feet, measured, params=params, overrides=inputs.overrides, lld_mm=inputs.lld_mm,
-        short_side=inputs.short_side, lld_kind=inputs.lld_kind, case_id=case_id,
-        force=inputs.force, name=case_id)
-    for d in designs:
-        for stage, seconds in d.timings_s.items():
-            clock[f"{d.foot.side.value}.{stage}"] = seconds
-    warnings = _pair_warnings(designs)
-    step("write", None)
-    work = _workspace(out)
+    case = _case_forked if parallel and _can_fork() else _case_here
+    results, work, scans = case(inputs, params, case_id, out, step, clock)
     try:
-        results = _timed(clock, "write", _write_feet, designs, work, out, case_id, inputs)
+        warnings = _pair_warnings(results)
         clock["total_before_report"] = round(time.perf_counter() - started, 4)
         case_json = work / CASE_FILE
         export.write_json(case_json, _case_record(inputs, case_id, scans, params, results,
@@ -140,46 +135,108 @@ def run_case(inputs: CaseInputs, out_dir: str | Path, *,
                       timings_s=clock)
 
 
+def _case_here(inputs: CaseInputs, params: Params, case_id: str, out: Path, step: Progress,
+               clock: dict[str, float]
+               ) -> tuple[list[InsoleResult], Path, list[tuple[str, Path, str]]]:
+    """The case's feet designed and written into a new workspace, the workspace, and the
+    scans (label, path, SHA-256): by this process, one stage after the other."""
+    from orthocad import pipeline
+
+    feet, scans = _framed_feet(inputs, step, clock)
+    step("measure", None)
+    measured = _timed(clock, "measure", pipeline.measure_feet, feet, loading=inputs.loading,
+                      params=params, overrides=inputs.overrides, force=inputs.force,
+                      name=case_id)
+    return *_designed_and_written(feet, measured, inputs, params, case_id, out, step,
+                                  clock), scans
+
+
+def _designed_and_written(feet: list[Foot], measured: list[Measurements], inputs: CaseInputs,
+                          params: Params, case_id: str, out: Path, step: Progress,
+                          clock: dict[str, float]) -> tuple[list[InsoleResult], Path]:
+    """Each measured foot's insole designed and written into a new workspace (returned)."""
+    from orthocad import pipeline
+
+    step("design", None)
+    designs = pipeline.design_insoles(
+        feet, measured, params=params, overrides=inputs.overrides, lld_mm=inputs.lld_mm,
+        short_side=inputs.short_side, lld_kind=inputs.lld_kind, case_id=case_id,
+        force=inputs.force, name=case_id)
+    for d in designs:
+        for stage, seconds in d.timings_s.items():
+            clock[f"{d.foot.side.value}.{stage}"] = seconds
+    step("write", None)
+    work = _workspace(out)
+    try:
+        return _timed(clock, "write", _write_feet, designs, work, out, case_id, inputs), work
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+
+
 def _framed_feet(inputs: CaseInputs, step: Progress, clock: dict[str, float]
                  ) -> tuple[list[Foot], list[tuple[str, Path, str]]]:
     """Each given scan read, cleaned and framed, with its side checked; left first."""
-    from orthocad import frame, pipeline
-    from orthocad import scan as scan_module
+    feet: list[Foot] = []
+    scans = []
+    for declared, path in _given(inputs):
+        found, sha256 = _scan_feet(declared, path, inputs, step, clock)
+        feet += found
+        scans.append((_label(declared), path, sha256))
+    return _sides_checked(feet), scans
 
+
+def _given(inputs: CaseInputs) -> list[tuple[Side, Path]]:
+    """The scans given, each with the side it was given as (AUTO: detect)."""
     given = [(Side.LEFT, inputs.left), (Side.RIGHT, inputs.right), (Side.AUTO, inputs.scan)]
     given = [(side, Path(path)) for side, path in given if path is not None]
     if not given:
         raise InputError("no scan given: pass --left and/or --right, or one SCAN")
     if inputs.scan is not None and (inputs.left or inputs.right):
         raise InputError("give either SCAN or --left/--right, not both")
-    feet: list[Foot] = []
-    scans = []
-    for declared, path in given:
-        label = declared.value if declared is not Side.AUTO else "scan"
-        step("read", None if declared is Side.AUTO else declared)
-        raw = _timed(clock, f"{label}.read", scan_module.read, path, units=inputs.units)
-        cleaned = _timed(clock, f"{label}.clean", pipeline.split_and_clean, raw)
-        if declared is not Side.AUTO and len(cleaned) > 1:
-            raise InputError(f"{path.name}: given as the {declared.value} foot but holds two "
-                             "feet; pass it as SCAN (both feet) or crop it")
-        step("frame", None if declared is Side.AUTO else declared)
-        for one in cleaned:
-            foot = _timed(clock, f"{label}.frame", frame.canonical, one)
-            if declared is not Side.AUTO and foot.side is not declared:
-                if not inputs.trust_sides:
-                    raise InputError(
-                        f"{path.name}: given as the {declared.value} foot but looks like a "
-                        f"{foot.side.value} foot; check the files, or pass --trust-sides to "
-                        "take the given side")
-                foot = frame.canonical(one, side=declared)
-            feet.append(foot)
-        scans.append((label, path, raw.sha256))
+    return given
+
+
+def _label(declared: Side) -> str:
+    return declared.value if declared is not Side.AUTO else "scan"
+
+
+def _scan_feet(declared: Side, path: Path, inputs: CaseInputs, step: Progress,
+               clock: dict[str, float]) -> tuple[list[Foot], str]:
+    """The feet of one scan, read, cleaned and framed, each checked against ``declared``;
+    and the scan's SHA-256."""
+    from orthocad import frame, pipeline
+    from orthocad import scan as scan_module
+
+    label = _label(declared)
+    step("read", None if declared is Side.AUTO else declared)
+    raw = _timed(clock, f"{label}.read", scan_module.read, path, units=inputs.units)
+    cleaned = _timed(clock, f"{label}.clean", pipeline.split_and_clean, raw)
+    if declared is not Side.AUTO and len(cleaned) > 1:
+        raise InputError(f"{path.name}: given as the {declared.value} foot but holds two "
+                         "feet; pass it as SCAN (both feet) or crop it")
+    step("frame", None if declared is Side.AUTO else declared)
+    feet = []
+    for one in cleaned:
+        foot = _timed(clock, f"{label}.frame", frame.canonical, one)
+        if declared is not Side.AUTO and foot.side is not declared:
+            if not inputs.trust_sides:
+                raise InputError(
+                    f"{path.name}: given as the {declared.value} foot but looks like a "
+                    f"{foot.side.value} foot; check the files, or pass --trust-sides to "
+                    "take the given side")
+            foot = frame.canonical(one, side=declared)
+        feet.append(foot)
+    return feet, raw.sha256
+
+
+def _sides_checked(feet: list[Foot]) -> list[Foot]:
+    """The feet, left first; two feet of one side are refused."""
     sides = [foot.side for foot in feet]
     if len(set(sides)) != len(sides):
         raise InputError(f"two {sides[0].value} feet given; a case is one left and one right "
                          "foot (check the scans, or --trust-sides if their sides are known)")
-    feet.sort(key=lambda foot: foot.side is not Side.LEFT)
-    return feet, scans
+    return sorted(feet, key=lambda foot: foot.side is not Side.LEFT)
 
 
 def _pair_warnings(designs: list[InsoleResult]) -> list[str]:
@@ -284,8 +341,12 @@ def _timed(clock: dict[str, float], stage: str, fn, *args, **kwargs):
 
 def _workspace(out: Path) -> Path:
     """A temporary folder beside ``out`` (same file system, so it can be renamed into place)."""
+    from orthocad.export import umask
+
     out.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    work.chmod(0o777 & ~umask())  # a case folder, not a secret: the mode mkdir would give
+    return work
 
 
 def _swap_into_place(work: Path, out: Path) -> None:
@@ -298,3 +359,186 @@ def _swap_into_place(work: Path, out: Path) -> None:
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 
+
+
+# --- the same work, forked (``parallel``) ----------------------------------------------------
+
+
+def _can_fork() -> bool:
+    import multiprocessing
+
+    # fork is Linux's default and cheap; a daemonic process (a batch worker) may have no children
+    return sys.platform.startswith("linux") and not multiprocessing.current_process().daemon
+
+
+def _case_forked(inputs: CaseInputs, params: Params, case_id: str, out: Path, step: Progress,
+                 clock: dict[str, float]
+                 ) -> tuple[list[InsoleResult], Path, list[tuple[str, Path, str]]]:
+    """What :func:`_case_here` gives, with each scan read, cleaned and framed, and its feet
+    measured, in a forked child of its own.
+
+    Meanwhile this process imports CadQuery and matplotlib (≈ 2 s it spends
+    anyway), then designs and writes the feet as :func:`_case_here` does. A
+    fork starts at once with this process's imports and hands back one
+    pickled value; errors come back as values and are raised here in the
+    order the sequential stages raise them. The children run numpy, SciPy
+    and shapely (and open3d's PCD reader) only: a fork copies only the
+    calling thread, so thread pools started before it (OCC's meshing and
+    booleans, OpenMP) hang in a child; the insoles are built here. The work
+    is split, not repeated: on a busy machine this takes about as long as
+    :func:`_case_here`, on an idle one less.
+    """
+    # What the children use, imported once here rather than in each child (and again here).
+    import scipy.ndimage  # noqa: F401
+    import scipy.sparse.csgraph  # noqa: F401
+    import scipy.sparse.linalg  # noqa: F401
+    import scipy.spatial  # noqa: F401
+
+    from orthocad import pipeline
+
+    with contextlib.ExitStack() as children:
+        scanning = []
+        for declared, path in _given(inputs):
+            step("read", None if declared is Side.AUTO else declared)
+            child = _Forked(functools.partial(_scan_and_measure, declared, path, inputs, params))
+            scanning.append((declared, path, children.enter_context(child)))
+        _preload()
+        feet, scans, measured = [], [], {}
+        for declared, path, child in scanning:
+            scanned: _Scanned = child.result()
+            if scanned.error is not None:
+                raise scanned.error
+            for stage, seconds in scanned.clock.items():
+                clock[stage] = round(clock.get(stage, 0.0) + seconds, 4)
+            feet += scanned.feet
+            measured.update(zip(map(id, scanned.feet), scanned.measured, strict=True))
+            scans.append((_label(declared), path, scanned.sha256))
+    feet = _sides_checked(feet)
+    step("measure", None)
+    clock["measure"] = round(sum(measured[id(foot)][1] for foot in feet), 4)
+    for foot in feet:
+        if isinstance(measured[id(foot)][0], Exception):
+            raise measured[id(foot)][0]
+    gated = pipeline.quality_gate([measured[id(foot)][0] for foot in feet], force=inputs.force,
+                                  name=case_id)
+    return *_designed_and_written(feet, gated, inputs, params, case_id, out, step, clock), scans
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class _Scanned:
+    """One scan's feet, its SHA-256 and stage times, each foot's (measurements or error,
+    seconds); or the error reading or framing it raised."""
+
+    feet: list[Foot] = dataclasses.field(default_factory=list)
+    sha256: str = ""
+    measured: list[tuple[Measurements | Exception, float]] = dataclasses.field(
+        default_factory=list)
+    clock: dict[str, float] = dataclasses.field(default_factory=dict)
+    error: Exception | None = None
+
+
+def _scan_and_measure(declared: Side, path: Path, inputs: CaseInputs, params: Params
+                      ) -> _Scanned:
+    from orthocad import pipeline
+    from orthocad.measure import measure
+
+    clock: dict[str, float] = {}
+    try:
+        feet, sha256 = _scan_feet(declared, path, inputs, lambda stage, side: None, clock)
+    except Exception as error:
+        return _Scanned(error=_portable(error))
+    measured = []
+    for foot in feet:
+        started = time.perf_counter()
+        try:
+            value = measure(foot, loading=inputs.loading,
+                            params=pipeline.params_for(foot.side, params, inputs.overrides))
+        except Exception as error:
+            value = _portable(error)
+        measured.append((value, time.perf_counter() - started))
+    return _Scanned(feet, sha256, measured, clock)
+
+
+def _portable(error: Exception) -> Exception:
+    """``error`` with its traceback as a note, or, if it would not survive pickling, a
+    RuntimeError saying what it was."""
+    import pickle
+    import traceback
+
+    error.add_note("".join(traceback.format_exception(error)))
+    try:
+        pickle.loads(pickle.dumps(error))
+    except Exception:
+        plain = RuntimeError(f"{type(error).__name__}: {error}")
+        plain.__notes__ = list(error.__notes__)
+        return plain
+    return error
+
+
+def _preload() -> None:
+    """Import what this process needs next while the children work (it would wait anyway):
+    the build's, the validation's and the report's libraries."""
+    import matplotlib.backends.backend_agg  # noqa: F401
+    import matplotlib.figure  # noqa: F401
+    import scipy.interpolate  # noqa: F401
+    import trimesh  # noqa: F401
+
+    from orthocad._native import cadquery
+
+    cadquery()
+
+
+class _Forked:
+    """``function()`` run in a forked copy of this process; :meth:`result` waits for its value.
+
+    The copy starts at once and shares this process's imports and data; the
+    value comes back pickled. ``function`` returns errors as values; one
+    escaping it, or the child dying, is a RuntimeError here. Leaving the
+    context stops the child if it is still running.
+    """
+
+    def __init__(self, function: Callable[[], Any]) -> None:
+        self._function = function
+
+    def __enter__(self) -> _Forked:
+        import multiprocessing
+
+        context = multiprocessing.get_context("fork")
+        self._reader, writer = context.Pipe(duplex=False)
+        self._process = context.Process(target=_child, args=(self._function, writer),
+                                        name="orthocad-fork", daemon=True)
+        self._process.start()
+        writer.close()  # the child's end: when the child is gone, reading here ends (EOF)
+        return self
+
+    def result(self) -> Any:
+        import pickle
+
+        try:
+            data = self._reader.recv_bytes()
+        except EOFError:
+            self._process.join()
+            raise RuntimeError(f"a forked orthocad process stopped (exit code "
+                               f"{self._process.exitcode}) before it was done") from None
+        return pickle.loads(data)
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._reader.close()
+        self._process.terminate()  # a finished child is gone already; an unfinished one stops
+        self._process.join()
+
+
+def _child(function: Callable[[], Any], writer: Any) -> None:
+    """A forked child's life: compute ``function()``, hand it back pickled."""
+    import pickle
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's, which stops us
+    # Another thread (the progress display) may have held the inherited streams' locks at the
+    # fork: new stream objects have their own.
+    for name, fd in (("stdout", 1), ("stderr", 2)):
+        try:
+            setattr(sys, name, open(os.dup(fd), "w", buffering=1, errors="backslashreplace"))
+        except OSError:
+            setattr(sys, name, open(os.devnull, "w"))
+    writer.send_bytes(pickle.dumps(function(), protocol=pickle.HIGHEST_PROTOCOL))

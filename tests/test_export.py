@@ -128,6 +128,44 @@ def test_step_is_ap214_in_mm_and_reimports_as_one_valid_solid_of_the_same_volume
     assert export._brep_volume(solids[0].wrapped) == pytest.approx(ins.volume_mm3, rel=1e-5)
 
 
+def test_step_declares_its_greatest_tolerance_so_a_reader_keeps_the_trimming_curves(tmp_path):
+    """Declared as the average (OCCT's default), a reader re-fits the engraved insole's top-face
+    trimming curves, 16 poles each, with hundreds: every volume integration then takes 10x."""
+    from OCP.BRep import BRep_Tool
+    from OCP.BRepAdaptor import BRepAdaptor_Curve2d
+    from OCP.GeomAbs import GeomAbs_BSplineCurve
+
+    from orthocad._native import cadquery
+
+    foot, plantar, m = case()
+    ins = insole.build_insole(foot, prescribe.prescribe(m), plantar=plantar, measurements=m,
+                              case_id="C-1")
+    path = export.write_insole(ins, tmp_path / "a.step", case_id="C-1")
+    [declared] = re.findall(r"UNCERTAINTY_MEASURE_WITH_UNIT\(LENGTH_MEASURE\(([-+.E\d]+)\)",
+                            path.read_text())
+    assert float(declared) >= max(BRep_Tool.Tolerance_s(e.wrapped) for e in ins.solid.Edges())
+
+    def curved_trims(solid) -> list[int]:  # planes' trimming curves are the reader's own
+        return sorted(BRepAdaptor_Curve2d(e.wrapped, f.wrapped).NbPoles()
+                      for f in solid.Faces() if f.geomType() != "PLANE" for e in f.Edges()
+                      if BRepAdaptor_Curve2d(e.wrapped, f.wrapped).GetType()
+                      == GeomAbs_BSplineCurve)
+
+    [read] = cadquery().importers.importStep(str(path)).val().Solids()
+    assert curved_trims(read) == curved_trims(ins.solid)
+
+
+def test_a_step_written_again_with_other_metadata_is_what_a_fresh_write_gives(tmp_path):
+    ins, rx = built()
+    export.write_insole(ins, tmp_path / "first.step", case_id="C-1")  # translated, and kept
+    again = export.write_insole(ins, tmp_path / "again.step", case_id="C-2")
+    foot, plantar, m = case()
+    fresh = insole.build_insole(foot, rx, plantar=plantar, measurements=m)
+    alone = export.write_insole(fresh, tmp_path / "alone.step", case_id="C-2")
+    assert again.read_bytes() == alone.read_bytes()
+    assert "FILE_NAME('C-2_right'" in again.read_text() and "C-1" not in again.read_text()
+
+
 def test_same_inputs_give_byte_identical_files(tmp_path):
     ins, rx = built()
     foot, plantar, m = case()

@@ -180,3 +180,67 @@ def test_cli_run_exit_codes(scans, tmp_path, capsys):
     code = main(["run", str(tmp_path / "missing.ply"), "--out", str(tmp_path / "c")])
     assert code == 2
     assert not list(tmp_path.iterdir())
+
+
+@pytest.fixture(scope="module")
+def pair_case_parallel(scans, tmp_path_factory):
+    out = tmp_path_factory.mktemp("parallel") / "C-0001"
+    inputs = CaseInputs(case_id="C-0001", left=scans["left"], right=scans["right"], lld_mm=10.0,
+                        short_side=Side.LEFT)
+    return run_case(inputs, out, parallel=True), out
+
+
+def test_a_parallel_run_writes_the_same_files(pair_case, pair_case_parallel):
+    (result, out), (fast, fast_out) = pair_case, pair_case_parallel
+    for side in ("left", "right"):
+        names = sorted(p.name for p in (out / side).iterdir())
+        assert sorted(p.name for p in (fast_out / side).iterdir()) == names
+        for name in names:  # models, measurements, prescription and validation, byte for byte
+            assert (fast_out / side / name).read_bytes() == (out / side / name).read_bytes(), name
+    assert [r.foot.side for r in fast.feet] == [Side.LEFT, Side.RIGHT]
+    assert all(p.exists() and p.is_relative_to(fast_out) for r in fast.feet for p in r.paths)
+    assert fast.feet[0].insole.volume_mm3 == result.feet[0].insole.volume_mm3
+    assert set(fast.timings_s) == set(result.timings_s)
+    case = json.loads((fast_out / "case.json").read_text())
+    assert case["scans"] == json.loads((out / "case.json").read_text())["scans"]
+    assert (fast_out / "report.html").exists()
+    assert not [p for p in fast_out.parent.iterdir() if p.name.startswith(".")]
+
+
+@pytest.mark.parametrize("scenario", ["framing", "validation"])
+def test_a_parallel_run_refuses_what_the_sequential_run_refuses(scans, tmp_path, scenario):
+    if scenario == "framing":  # the left scan is a right foot: refused before any design
+        inputs = CaseInputs(case_id="E1", left=scans["right"], right=scans["right"])
+        expected = InputError
+    else:  # designed, written in the workspace, then refused: nothing may remain
+        inputs = CaseInputs(case_id="E1", right=scans["right"],
+                            overrides=parse_overrides(["insole.max_height_mm=12"]))
+        expected = RejectedError
+    errors = []
+    for parallel in (False, True):
+        with pytest.raises(expected) as raised:
+            run_case(inputs, tmp_path / "E1", parallel=parallel)
+        errors.append(str(raised.value))
+    assert errors[0] == errors[1]
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_forked_process_that_dies_is_an_error_not_a_hang():
+    import functools
+    import os
+
+    from orthocad.run import _Forked
+
+    with _Forked(functools.partial(os._exit, 3)) as child:
+        with pytest.raises(RuntimeError, match="exit code 3"):
+            child.result()
+
+
+def test_the_case_folder_has_the_mode_a_new_folder_gets(pair_case):
+    import os
+    import stat
+
+    _, out = pair_case
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o777 & ~mask
