@@ -25,6 +25,9 @@ TARGETS = {
     "ingest+clean+frame": 1.0,
     "normals+poisson": 3.0,
     "insole": 3.0,  # build + validate + write STL, STEP, 3MF
+    "insole: build": None,
+    "insole: validate": None,
+    "insole: write": None,
     "measure": 1.0,
     "file->measurements": 1.0,
     "report (one foot)": 1.5,
@@ -51,21 +54,32 @@ def _report_time(foot, out: Path, repeat: int) -> float:
     return _median_time(lambda: report.write_report(case, out), repeat)[0]
 
 
-def _insole_time(foot, out: Path, repeat: int) -> float:
-    """Median time to build, validate and write (STL, STEP, 3MF) one insole; inputs not timed."""
+def _insole_times(foot, out: Path, repeat: int) -> dict[str, float]:
+    """Median times to build, validate and write (STL, STEP, 3MF) one insole, engraved with
+    its case id as ``orthocad run`` builds it, and of the three together; inputs not timed."""
     from orthocad import export, insole, measure, prescribe, surface
     from orthocad._native import cadquery
 
     cadquery()  # imported before the clock starts
     plantar, measured = surface.plantar(foot), measure.measure(foot)
     rx = prescribe.prescribe(measured)
-
-    def stage():
-        built = insole.build_insole(foot, rx, plantar=plantar, measurements=measured)
-        return export.export_insole(built, out, stem="foot", plantar=plantar, prescription=rx,
-                                    measurements=measured, force=True)
-
-    return _median_time(stage, repeat)[0]
+    times: dict[str, list[float]] = {"build": [], "validate": [], "write": []}
+    for _ in range(repeat):
+        start = time.perf_counter()
+        built = insole.build_insole(foot, rx, plantar=plantar, measurements=measured,
+                                    case_id="bench")
+        built_at = time.perf_counter()
+        validation = export.validate(built, plantar=plantar, prescription=rx,
+                                     measurements=measured)
+        validated_at = time.perf_counter()
+        export.export_insole(built, out, stem="foot", case_id="bench", force=True,
+                             validation=validation)
+        times["build"].append(built_at - start)
+        times["validate"].append(validated_at - built_at)
+        times["write"].append(time.perf_counter() - validated_at)
+    medians = {f"insole: {part}": statistics.median(t) for part, t in times.items()}
+    medians["insole"] = statistics.median(map(sum, zip(*times.values(), strict=True)))
+    return medians
 
 
 def main() -> int:
@@ -95,7 +109,7 @@ def main() -> int:
         medians["frame"], framed = _median_time(lambda: frame.canonical(cleaned), args.repeat)
         medians["ingest+clean+frame"] = medians["ingest"] + medians["clean"] + medians["frame"]
         medians["normals+poisson"], _ = _median_time(lambda: surface.mesh(framed), args.repeat)
-        medians["insole"] = _insole_time(framed, Path(tmp) / "insole", args.repeat)
+        medians.update(_insole_times(framed, Path(tmp) / "insole", args.repeat))
         medians["measure"], _ = _median_time(lambda: measure.measure(framed), args.repeat)
         medians["file->measurements"] = medians["ingest+clean+frame"] + medians["measure"]
         medians["report (one foot)"] = _report_time(framed, Path(tmp) / "case", args.repeat)

@@ -43,7 +43,6 @@ import math
 import os
 import shutil
 import tempfile
-import weakref
 import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
@@ -238,11 +237,10 @@ def _write_step(insole: Insole, path: Path, info: FileInfo, transform: np.ndarra
     from OCP.STEPControl import STEPControl_AsIs, STEPControl_Writer
     from OCP.TCollection import TCollection_HAsciiString
 
-    translated = None
-    if transform is None:
-        with contextlib.suppress(TypeError):  # no solid to refer to: the translation says why
-            translated = _STEP_TRANSLATIONS.get(insole.solid)
-    if translated is None:
+    from orthocad.insole import per_solid
+
+    def translate() -> tuple[Any, list[Any]]:
+        """The shape's STEP translation: the writer holding it, and its products."""
         writer = STEPControl_Writer()  # (creating it loads the STEP statics set next)
         _step_statics()
         if writer.Transfer(_moved_shape(insole.solid, transform),
@@ -250,12 +248,14 @@ def _write_step(insole: Insole, path: Path, info: FileInfo, transform: np.ndarra
             raise OrthocadError(f"{path.name}: the insole's B-rep could not be translated to "
                                 "STEP; report this scan")
         model = writer.Model()
-        products = [entity for entity in map(model.Value, range(1, model.NbEntities() + 1))
-                    if isinstance(entity, StepBasic_Product)]
-        translated = (writer, products)
-        if transform is None:
-            _STEP_TRANSLATIONS[insole.solid] = translated
-    writer, products = translated
+        return writer, [entity for entity in map(model.Value, range(1, model.NbEntities() + 1))
+                        if isinstance(entity, StepBasic_Product)]
+
+    # Validation writes the STEP to re-import it, then the file set writes it again: the
+    # translation is kept; only the names and the header differ (written twice, a translation
+    # gives the bytes of two fresh ones).
+    writer, products = (translate() if transform is not None or insole.solid is None
+                        else per_solid(insole.solid, "step", translate))
     _step_statics()
     model = writer.Model()
     name = f"{info.case_id}_{info.side}"
@@ -273,13 +273,6 @@ def _write_step(insole: Insole, path: Path, info: FileInfo, transform: np.ndarra
         f"{info.params_sha256}; scan {info.scan_sha256 or 'none'}; forced {_bool(info.forced)}"))
     if writer.Write(str(path)) != IFSelect_RetDone:
         raise OSError(f"{path}: the STEP file could not be written")
-
-
-#: solid -> its STEP translation (the writer holding it, its products), kept while the solid
-#: lives: validation writes the STEP to re-import it, then the file set writes it again; only
-#: the names and the header differ (a translation written twice gives the bytes of two).
-_STEP_TRANSLATIONS: weakref.WeakKeyDictionary[Any, tuple[Any, list[Any]]] = (
-    weakref.WeakKeyDictionary())
 
 
 def _step_statics() -> None:

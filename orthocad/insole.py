@@ -104,6 +104,8 @@ from orthocad.prescribe import DeviceLength, LiftExtent
 from orthocad.quality import PLANTAR_NZ
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import trimesh
 
     from orthocad.frame import Foot
@@ -1436,7 +1438,7 @@ def _mesh(solid: Any, tolerance_mm: float) -> trimesh.Trimesh:
 
 
 def brep_volume_mm3(solid: Any) -> float:
-    """The B-rep's volume by adaptive integration (once per shape: :func:`_solid_fact`).
+    """The B-rep's volume by adaptive integration (once per solid: :func:`per_solid`).
 
     CadQuery's ``Volume()`` (fixed Gauss points) is ≈ 0.8 % off on the trimmed
     B-spline top; with a 1e-3 relative error bound it agrees with a 0.01 mm
@@ -1450,22 +1452,30 @@ def brep_volume_mm3(solid: Any) -> float:
         BRepGProp.VolumeProperties_s(solid.wrapped, props, 1e-3, False, False)
         return float(props.Mass())
 
-    return _solid_fact(solid, "volume", integrate)
+    return per_solid(solid, "volume", integrate)
 
 
 def is_valid_solid(solid: Any) -> bool:
-    """OCC's BRepCheck verdict (CadQuery's ``isValid``), once per shape (:func:`_solid_fact`)."""
-    return _solid_fact(solid, "valid", lambda: bool(solid.isValid()))
+    """OCC's BRepCheck verdict (CadQuery's ``isValid``), once per solid (:func:`per_solid`)."""
+    return per_solid(solid, "valid", lambda: bool(solid.isValid()))
 
 
-#: solid -> what :func:`_solid_fact` computed about it, kept while the solid lives
-_SOLID_FACTS: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
+#: id(solid) -> (a weak reference to it, what :func:`per_solid` computed about it)
+_PER_SOLID: dict[int, tuple[weakref.ref, dict[str, Any]]] = {}
 
 
-def _solid_fact(solid: Any, name: str, compute: Any) -> Any:
-    """``compute()``, remembered for the shape ``solid`` wraps: the build and the validation
-    ask the same about the same solid, and OCC takes ≈ 0.1 s to answer each time."""
-    facts = _SOLID_FACTS.setdefault(solid, {})
-    if name not in facts:
-        facts[name] = compute()
-    return facts[name]
+def per_solid(solid: Any, name: str, compute: Callable[[], Any]) -> Any:
+    """``compute()``, remembered as ``name`` while this very ``solid`` object lives.
+
+    The build and the validation ask OCC the same about the same solid (its
+    volume, its validity, its STEP translation; ≈ 0.1 s each). Kept by
+    identity: CadQuery's equality takes a reversed solid for the same one.
+    """
+    key = id(solid)
+    entry = _PER_SOLID.get(key)
+    if entry is None or entry[0]() is not solid:
+        entry = (weakref.ref(solid, lambda _: _PER_SOLID.pop(key, None)), {})
+        _PER_SOLID[key] = entry
+    if name not in entry[1]:
+        entry[1][name] = compute()
+    return entry[1][name]
