@@ -468,6 +468,16 @@ class _Fields:
     feather_line: tuple[np.ndarray, np.ndarray] | None  #: (point, distal normal) of the band
 
 
+def _post_wedge(angle_deg: float, y: np.ndarray, lo: float, hi: float
+                ) -> tuple[np.ndarray, float]:
+    """A post's wedge over y (rising from the lateral edge ``lo`` for a medial, + post, from
+    the medial edge ``hi`` for a lateral one) and its edge lift width·tan(angle), signed."""
+    width = hi - lo
+    tan = math.tan(math.radians(abs(angle_deg)))
+    rise = y - lo if angle_deg > 0 else hi - y
+    return tan * np.clip(rise, 0.0, width), math.copysign(width * tan, angle_deg)
+
+
 def _smoothstep(t: np.ndarray) -> np.ndarray:
     t = np.clip(t, 0.0, 1.0)
     return t * t * (3.0 - 2.0 * t)
@@ -626,14 +636,8 @@ def _top_field(plantar: Plantar, rx: Prescription, outline: np.ndarray,
     heel_hi = float(y_med[0, heel_cols].max()) if heel_cols.any() else float(y_med.max())
     rearfoot_lift = 0.0
     if rx.rearfoot_post_deg != 0:
-        width = heel_hi - heel_lo
-        tan = math.tan(math.radians(abs(rx.rearfoot_post_deg)))
-        if rx.rearfoot_post_deg > 0:
-            wedge = tan * np.clip(Y - heel_lo, 0.0, width)
-        else:
-            wedge = tan * np.clip(heel_hi - Y, 0.0, width)
+        wedge, rearfoot_lift = _post_wedge(rx.rearfoot_post_deg, Y, heel_lo, heel_hi)
         top += wedge * _window(X, -fl, -fl, 0.30 * fl, 0.55 * fl)
-        rearfoot_lift = math.copysign(width * tan, rx.rearfoot_post_deg)
 
     # Forefoot post: likewise under the forefoot, blended in over the distal midfoot.
     forefoot_lift = 0.0
@@ -641,14 +645,8 @@ def _top_field(plantar: Plantar, rx: Prescription, outline: np.ndarray,
         cols = (xs >= 0.55 * fl) & (xs <= 0.80 * fl)
         ff_lo = float(y_lat[0, cols].min()) if cols.any() else float(y_lat.min())
         ff_hi = float(y_med[0, cols].max()) if cols.any() else float(y_med.max())
-        width = ff_hi - ff_lo
-        tan = math.tan(math.radians(abs(rx.forefoot_post_deg)))
-        if rx.forefoot_post_deg > 0:
-            wedge = tan * np.clip(Y - ff_lo, 0.0, width)
-        else:
-            wedge = tan * np.clip(ff_hi - Y, 0.0, width)
+        wedge, forefoot_lift = _post_wedge(rx.forefoot_post_deg, Y, ff_lo, ff_hi)
         top += wedge * _window(X, 0.48 * fl, 0.62 * fl, 2.0 * fl, 2.0 * fl)
-        forefoot_lift = math.copysign(width * tan, rx.forefoot_post_deg)
 
     # Heel lift: under the heel tapering over the midfoot, or the full length.
     if rx.heel_lift_mm > 0:
